@@ -1,0 +1,1 @@
+"""Nexus ops toolkit: environments, runtimes, Ansible-style steps, scenarios, load and audit."""

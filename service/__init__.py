@@ -1,0 +1,1 @@
+"""Nexus booking service: Restate components for seats, checkouts and seat maps."""

@@ -1,0 +1,103 @@
+"""Checkout: the booking saga. Reserve the seat, charge, confirm, mail; on any failure
+after the reservation, run the registered compensations in reverse order."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable
+
+import restate
+from restate import Context, RunOptions, TerminalError
+from restate.serde import BytesSerde
+
+from service import payment
+from service.config import settings
+from service.mail import send_confirmation
+from service.models import DEFAULT_PAYMENT_METHOD, ChargeOutcome, CheckoutRequest, MailRequest
+from service.ticket import confirm, release, reserve
+from service.validation import check_id, optional_id, parse_json, require_object
+
+checkout = restate.Service("Checkout")
+
+CONFIRMED = "Booking Confirmed"
+
+
+def parse_checkout(body: bytes) -> CheckoutRequest:
+    """Validate `{"ticketId", "userId", "paymentMethodId"?}`; 400 naming the field."""
+    data = require_object(parse_json(body))
+    return CheckoutRequest(
+        ticket_id=check_id("ticketId", data.get("ticketId")),
+        user_id=check_id("userId", data.get("userId")),
+        payment_method_id=optional_id("paymentMethodId", data, DEFAULT_PAYMENT_METHOD),
+    )
+
+
+@checkout.handler(input_serde=BytesSerde())
+async def process(ctx: Context, body: bytes) -> str:
+    """Book one seat for one user; answers "Booking Confirmed" or a terminal error."""
+    req = parse_checkout(body)
+    user = json.dumps(req.user_id).encode()
+    pay_key = f"checkout-{ctx.uuid()}"
+    charged = ChargeOutcome(status="pending")
+    compensations: list[Callable[[], Awaitable[object]]] = []
+    try:
+        await ctx.object_call(reserve, key=req.ticket_id, arg=user)
+        compensations.append(lambda: ctx.object_call(release, key=req.ticket_id, arg=user))
+
+        compensations.append(lambda: _refund(ctx, pay_key, charged))
+        charged = await _charge(ctx, req, pay_key)
+        if charged.status == "declined":
+            raise TerminalError(f"Payment failed: Payment declined ({charged.detail})", 402)
+        if charged.status != "succeeded":
+            raise TerminalError(f"Payment failed: Gateway timeout ({charged.detail})", 502)
+
+        await ctx.object_call(confirm, key=req.ticket_id, arg=user)
+    except TerminalError:
+        for undo in reversed(compensations):
+            await undo()
+        raise
+
+    mail = MailRequest(
+        booking_id=ctx.request().id,
+        ticket_id=req.ticket_id,
+        user_id=req.user_id,
+        charge_id=charged.charge_id,
+    )
+    ctx.service_send(send_confirmation, mail, idempotency_key=f"mail-{mail.booking_id}")
+    return CONFIRMED
+
+
+async def _charge(ctx: Context, req: CheckoutRequest, pay_key: str) -> ChargeOutcome:
+    """The durable payment step; its own retries are inside `payment.charge`."""
+    try:
+        return await ctx.run_typed(
+            "charge",
+            payment.charge,
+            RunOptions(max_attempts=3),
+            settings,
+            idempotency_key=pay_key,
+            ticket_id=req.ticket_id,
+            user_id=req.user_id,
+            payment_method_id=req.payment_method_id,
+        )
+    except TerminalError as exc:
+        return ChargeOutcome(status="gateway_error", detail=exc.message)
+
+
+async def _refund(ctx: Context, pay_key: str, charged: ChargeOutcome) -> None:
+    """Compensation of the charge: refund whenever money may have moved.
+
+    After a gateway error the refund is best effort: the gateway may still be down."""
+    if charged.status not in ("succeeded", "gateway_error"):
+        return
+    try:
+        await ctx.run_typed(
+            "refund",
+            payment.refund,
+            RunOptions(max_attempts=10 if charged.status == "succeeded" else 2),
+            settings,
+            idempotency_key=pay_key,
+        )
+    except TerminalError:
+        if charged.status == "succeeded":
+            raise

@@ -1,0 +1,46 @@
+"""Service settings, read once from the process environment (the toolkit sets them)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+
+def _float(name: str, default: float) -> float:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return float(raw)
+    except ValueError as exc:
+        raise ValueError(f"{name} must be a number, got {raw!r}") from exc
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the service reads from its environment."""
+
+    gateway_url: str
+    hold_seconds: float
+    payment_timeout_s: float
+    payment_attempts: int
+    payment_backoff_s: float
+    mail_outbox: Path
+    identity_keys: tuple[str, ...]
+
+    @classmethod
+    def from_env(cls) -> Settings:
+        keys = os.environ.get("NEXUS_IDENTITY_KEYS", "")
+        return cls(
+            gateway_url=os.environ.get("NEXUS_GATEWAY_URL", "http://127.0.0.1:9081").rstrip("/"),
+            hold_seconds=_float("NEXUS_HOLD_SECONDS", 15 * 60),
+            payment_timeout_s=_float("NEXUS_PAYMENT_TIMEOUT_S", 3.0),
+            payment_attempts=max(1, int(_float("NEXUS_PAYMENT_ATTEMPTS", 4))),
+            payment_backoff_s=_float("NEXUS_PAYMENT_BACKOFF_S", 0.25),
+            mail_outbox=Path(os.environ.get("NEXUS_MAIL_OUTBOX", ".nexus/outbox")),
+            identity_keys=tuple(k.strip() for k in keys.split(",") if k.strip()),
+        )
+
+
+settings = Settings.from_env()

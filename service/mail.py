@@ -1,0 +1,60 @@
+"""Confirmation mail: an outbox directory, one file per booking, written exactly once.
+
+The outbox is Maildir-like: each message is written to `tmp/` and renamed into `new/`
+under the booking id, so a retried or replayed step finds the message already there and
+does not send a second one. A real deployment would hand the same message, with the
+booking id as idempotency key, to its mail provider instead."""
+
+from __future__ import annotations
+
+import os
+from email.message import EmailMessage
+from pathlib import Path
+
+import restate
+from restate import Context, RunOptions
+
+from service.config import settings
+from service.models import MailRequest
+
+mailer = restate.Service("Mailer")
+
+
+def _file_name(booking_id: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_" else "_" for c in booking_id) + ".eml"
+
+
+def compose(req: MailRequest) -> EmailMessage:
+    """The confirmation message for one booking."""
+    msg = EmailMessage()
+    msg["From"] = "Nexus Tickets <tickets@nexus.invalid>"
+    msg["To"] = f"{req.user_id}@users.nexus.invalid"
+    msg["Subject"] = f"Booking confirmed: {req.ticket_id}"
+    msg["Message-ID"] = f"<{req.booking_id}@nexus.invalid>"
+    msg["X-Nexus-Booking"] = req.booking_id
+    msg.set_content(
+        f"Hello {req.user_id},\n\nyour seat {req.ticket_id} is booked"
+        f" (booking {req.booking_id}, charge {req.charge_id}).\n"
+    )
+    return msg
+
+
+def deliver(outbox: Path, req: MailRequest) -> bool:
+    """Write the message into `outbox/new`; False when it was already delivered."""
+    final = outbox / "new" / _file_name(req.booking_id)
+    if final.exists():
+        return False
+    staging = outbox / "tmp" / f"{final.name}.{os.getpid()}"
+    staging.parent.mkdir(parents=True, exist_ok=True)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    staging.write_bytes(compose(req).as_bytes())
+    os.replace(staging, final)
+    return True
+
+
+@mailer.handler()
+async def send_confirmation(ctx: Context, req: MailRequest) -> bool:
+    """Deliver one booking's confirmation (called one-way after the seat is sold)."""
+    return await ctx.run_typed(
+        "deliver mail", deliver, RunOptions(max_attempts=20), outbox=settings.mail_outbox, req=req
+    )

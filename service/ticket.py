@@ -1,0 +1,153 @@
+"""Ticket: one virtual object per seat. Restate serializes calls per key, so a seat
+moves AVAILABLE → RESERVED → SOLD exactly once, however many buyers race for it."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+
+import restate
+from restate import ObjectContext, ObjectSharedContext, TerminalError
+from restate.serde import BytesSerde
+
+from service.config import settings
+from service.models import TICKET, SeatUpdate, TicketState, TicketStatus, TicketView, event_of
+from service.seat_map import update as seat_map_update
+from service.validation import check_id, parse_json, user_id_from
+
+ticket = restate.VirtualObject("Ticket")
+
+SOLD_MESSAGE = "Ticket already sold"
+RESERVED_MESSAGE = "Ticket is currently reserved"
+
+
+async def _load(ctx: ObjectContext | ObjectSharedContext) -> TicketState:
+    check_id("ticketId", ctx.key())
+    return await ctx.get(TICKET, type_hint=TicketState) or TicketState()
+
+
+def _save(ctx: ObjectContext, state: TicketState) -> None:
+    """Store the new state and tell the event's seat map, off the caller's path."""
+    state.version += 1
+    ctx.set(TICKET, state)
+    notice = SeatUpdate(id=ctx.key(), status=state.status, version=state.version)
+    ctx.object_send(seat_map_update, key=event_of(ctx.key()), arg=notice)
+
+
+async def _now_ms(ctx: ObjectContext) -> int:
+    return int(await ctx.time() * 1000)
+
+
+def _hold_expired(state: TicketState, now_ms: int) -> bool:
+    return (
+        state.status is TicketStatus.RESERVED
+        and state.reserved_until is not None
+        and now_ms >= state.reserved_until
+    )
+
+
+def _release(ctx: ObjectContext, state: TicketState) -> TicketState:
+    fresh = TicketState(version=state.version)
+    _save(ctx, fresh)
+    return fresh
+
+
+@ticket.handler(input_serde=BytesSerde())
+async def reserve(ctx: ObjectContext, body: bytes) -> TicketView:
+    """Hold the seat for `userId` (body: `"user"` or `{"userId": "user"}`).
+
+    A repeated reserve by the holder is idempotent; an expired hold counts as free."""
+    user_id = user_id_from(body, required=True)
+    assert user_id is not None
+    state = await _load(ctx)
+    now = await _now_ms(ctx)
+    if state.status is TicketStatus.SOLD:
+        raise TerminalError(SOLD_MESSAGE, status_code=409)
+    if state.status is TicketStatus.RESERVED and not _hold_expired(state, now):
+        if state.reserved_by == user_id:
+            return state.view()
+        raise TerminalError(RESERVED_MESSAGE, status_code=409)
+    hold_id = str(ctx.uuid())
+    state = TicketState(
+        status=TicketStatus.RESERVED,
+        reservedBy=user_id,
+        reservedUntil=now + int(settings.hold_seconds * 1000),
+        holdId=hold_id,
+        version=state.version,
+    )
+    _save(ctx, state)
+    ctx.object_send(
+        cleanup,
+        key=ctx.key(),
+        arg=json.dumps({"holdId": hold_id}).encode(),
+        send_delay=timedelta(seconds=settings.hold_seconds),
+    )
+    return state.view()
+
+
+@ticket.handler(input_serde=BytesSerde())
+async def confirm(ctx: ObjectContext, body: bytes) -> TicketView:
+    """Sell the reserved seat to its holder; refused once the hold has expired."""
+    user_id = user_id_from(body, required=False)
+    state = await _load(ctx)
+    now = await _now_ms(ctx)
+    if state.status is TicketStatus.SOLD:
+        if user_id is None or state.reserved_by == user_id:
+            return state.view()
+        raise TerminalError(SOLD_MESSAGE, status_code=409)
+    if state.status is TicketStatus.AVAILABLE:
+        raise TerminalError("Ticket is not reserved", status_code=409)
+    if user_id is not None and state.reserved_by != user_id:
+        raise TerminalError(RESERVED_MESSAGE, status_code=409)
+    if _hold_expired(state, now):
+        _release(ctx, state)
+        raise TerminalError("Reservation expired", status_code=409)
+    state = TicketState(
+        status=TicketStatus.SOLD,
+        reservedBy=state.reserved_by,
+        version=state.version,
+    )
+    _save(ctx, state)
+    return state.view()
+
+
+@ticket.handler(input_serde=BytesSerde())
+async def release(ctx: ObjectContext, body: bytes) -> TicketView:
+    """Free a reserved seat. With a `userId`, only that holder's reservation is freed."""
+    user_id = user_id_from(body, required=False)
+    state = await _load(ctx)
+    if state.status is TicketStatus.SOLD:
+        raise TerminalError(SOLD_MESSAGE, status_code=409)
+    if state.status is TicketStatus.AVAILABLE:
+        return state.view()
+    if user_id is not None and state.reserved_by != user_id:
+        return state.view()
+    return _release(ctx, state).view()
+
+
+@ticket.handler(input_serde=BytesSerde())
+async def cleanup(ctx: ObjectContext, body: bytes) -> TicketView:
+    """Expire a hold (body: empty, `"holdId"` or `{"holdId": ...}`).
+
+    `reserve` sends it with a delay and its holdId; it frees the seat only if that same
+    hold is still in place and past its time, so a late timer never frees a seat that
+    was sold or re-reserved since."""
+    value = parse_json(body, allow_empty=True)
+    if isinstance(value, dict):
+        value = value.get("holdId")
+    hold_id = None if value is None else check_id("holdId", value)
+    state = await _load(ctx)
+    if not _hold_expired(state, await _now_ms(ctx)):
+        return state.view()
+    if hold_id is not None and hold_id != state.hold_id:
+        return state.view()
+    return _release(ctx, state).view()
+
+
+@ticket.handler(kind="shared", input_serde=BytesSerde())
+async def get(ctx: ObjectSharedContext, body: bytes) -> TicketView:
+    """Current status; accepts an empty body or `{}`."""
+    if body.strip():
+        parse_json(body)
+    state = await _load(ctx)
+    return state.view()

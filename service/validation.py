@@ -1,0 +1,64 @@
+"""Input parsing that turns every malformed request into a terminal 400."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from restate import TerminalError
+
+from service.models import MAX_ID_LENGTH
+
+
+def bad_request(message: str) -> TerminalError:
+    """A non-retryable 400: Restate answers it at once and changes nothing."""
+    return TerminalError(message, status_code=400)
+
+
+def parse_json(body: bytes, *, allow_empty: bool = False) -> Any:
+    """Decode a JSON body; an empty body is `None` when allowed."""
+    if not body.strip():
+        if allow_empty:
+            return None
+        raise bad_request("Request body is empty: expected a JSON object")
+    try:
+        return json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise bad_request(f"Request body is not valid JSON: {exc}") from None
+
+
+def require_object(value: Any) -> dict[str, Any]:
+    """Insist on a JSON object."""
+    if not isinstance(value, dict):
+        raise bad_request(f"Request body must be a JSON object, got {type(value).__name__}")
+    return value
+
+
+def check_id(field: str, value: Any) -> str:
+    """A non-empty string id of bounded length, named in the error."""
+    if value is None:
+        raise bad_request(f"Missing field '{field}'")
+    if not isinstance(value, str):
+        raise bad_request(f"Field '{field}' must be a string, got {type(value).__name__}")
+    if not value.strip():
+        raise bad_request(f"Field '{field}' must not be empty")
+    if len(value) > MAX_ID_LENGTH:
+        raise bad_request(f"Field '{field}' is longer than {MAX_ID_LENGTH} characters")
+    return value
+
+
+def optional_id(field: str, body: dict[str, Any], default: str) -> str:
+    """A field that falls back to `default` when absent."""
+    return default if field not in body else check_id(field, body[field])
+
+
+def user_id_from(body: bytes, *, required: bool) -> str | None:
+    """The userId of a Ticket call: a JSON string or `{"userId": ...}`."""
+    value = parse_json(body, allow_empty=not required)
+    if value is None:
+        return None
+    if isinstance(value, dict):
+        if "userId" not in value and not required:
+            return None
+        return check_id("userId", value.get("userId"))
+    return check_id("userId", value)
