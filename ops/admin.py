@@ -1,0 +1,209 @@
+"""Clients for Restate's admin API and ingress (httpx, bearer token, injectable transport)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+
+from ops.errors import ApiError, TokenRejected
+
+Signature = dict[str, dict[str, Any]]
+
+
+class _Client:
+    """An httpx client that turns transport errors and 401/403 into clear `ApiError`s."""
+
+    role = "endpoint"
+
+    def __init__(
+        self,
+        base_url: str,
+        token: str | None = None,
+        *,
+        timeout: float = 10.0,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self._http = httpx.Client(
+            base_url=self.base_url, headers=headers, timeout=timeout, transport=transport
+        )
+
+    def close(self) -> None:
+        self._http.close()
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: Any = None,
+        content: bytes | None = None,
+        headers: Mapping[str, str] | None = None,
+        timeout: float | None = None,
+    ) -> httpx.Response:
+        """Send one request; a 401/403 raises `TokenRejected`, no answer raises `ApiError`."""
+        kwargs: dict[str, Any] = {"headers": dict(headers or {})}
+        if body is not None:
+            kwargs["json"] = body
+        if content is not None:
+            kwargs["content"] = content
+        if timeout is not None:
+            kwargs["timeout"] = timeout
+        try:
+            resp = self._http.request(method, path, **kwargs)
+        except httpx.HTTPError as exc:
+            raise ApiError(
+                f"{self.role} at {self.base_url} did not answer {method} {path}:"
+                f" {type(exc).__name__} {exc}"
+            ) from None
+        if resp.status_code in (401, 403):
+            raise TokenRejected(
+                f"token rejected by {self.role} at {self.base_url} (HTTP {resp.status_code})",
+                status=resp.status_code,
+            )
+        return resp
+
+
+def _expect(resp: httpx.Response, what: str) -> Any:
+    if resp.status_code >= 400:
+        raise ApiError(
+            f"{what} failed: HTTP {resp.status_code}: {resp.text[:500]}", status=resp.status_code
+        )
+    return resp.json() if resp.content else None
+
+
+class AdminClient(_Client):
+    """Restate's admin API: health, deployments, services, SQL queries."""
+
+    role = "admin"
+
+    def healthy(self) -> bool:
+        try:
+            return self.request("GET", "/health", timeout=2.0).status_code == 200
+        except TokenRejected:
+            raise
+        except ApiError:
+            return False
+
+    def version(self) -> dict[str, Any]:
+        return dict(_expect(self.request("GET", "/version"), "GET /version"))
+
+    def deployments(self) -> list[dict[str, Any]]:
+        return list(_expect(self.request("GET", "/deployments"), "GET /deployments")["deployments"])
+
+    def deployment(self, deployment_id: str) -> dict[str, Any]:
+        return dict(_expect(self.request("GET", f"/deployments/{deployment_id}"), "GET deployment"))
+
+    def find_deployment(self, uri: str) -> dict[str, Any] | None:
+        """The deployment registered for `uri` (trailing slashes ignored), with handlers."""
+        for dep in self.deployments():
+            if _same_uri(str(dep.get("uri") or dep.get("arn") or ""), uri):
+                return self.deployment(str(dep["id"]))
+        return None
+
+    def register(
+        self, uri: str, *, force: bool, dry_run: bool, use_http_11: bool = False
+    ) -> dict[str, Any]:
+        """`POST /deployments`; `force` and `dry_run` are always sent explicitly."""
+        body = {"uri": uri, "force": force, "dry_run": dry_run, "use_http_11": use_http_11}
+        resp = self.request("POST", "/deployments", body=body, timeout=30.0)
+        return dict(_expect(resp, f"registering {uri}"))
+
+    def discover(self, uri: str) -> dict[str, Any]:
+        """What the endpoint at `uri` offers now, without registering anything."""
+        return self.register(uri, force=True, dry_run=True)
+
+    def delete_deployment(self, deployment_id: str) -> None:
+        _expect(
+            self.request("DELETE", f"/deployments/{deployment_id}?force=true"),
+            f"deleting deployment {deployment_id}",
+        )
+
+    def services(self) -> list[dict[str, Any]]:
+        return list(_expect(self.request("GET", "/services"), "GET /services")["services"])
+
+    def query(self, sql: str) -> list[dict[str, Any]]:
+        """Run SQL against Restate's introspection tables."""
+        resp = self.request(
+            "POST",
+            "/query",
+            body={"query": sql},
+            headers={"Accept": "application/json"},
+            timeout=30.0,
+        )
+        return list(_expect(resp, "SQL query")["rows"])
+
+
+class IngressClient(_Client):
+    """Restate's ingress: call handlers the way clients do."""
+
+    role = "ingress"
+
+    def call(
+        self,
+        service: str,
+        handler: str,
+        body: Any = None,
+        *,
+        key: str | None = None,
+        raw: bytes | None = None,
+        headers: Mapping[str, str] | None = None,
+        timeout: float = 30.0,
+    ) -> httpx.Response:
+        """POST to `/Service[/key]/handler`; JSON `body` or `raw` bytes."""
+        path = f"/{service}/{_quote(key)}/{handler}" if key is not None else f"/{service}/{handler}"
+        content = raw if raw is not None else (None if body is None else json.dumps(body).encode())
+        # No Content-Type without a body: the ingress refuses a typed empty body.
+        typed = {"Content-Type": "application/json"} if content else {}
+        hdrs = {**typed, **dict(headers or {})}
+        return self.request("POST", path, content=content, headers=hdrs, timeout=timeout)
+
+
+def signature(services: list[dict[str, Any]]) -> Signature:
+    """What registration compares: services, their type, and each handler's shape."""
+    result: Signature = {}
+    for svc in services:
+        result[str(svc["name"])] = {
+            "ty": svc.get("ty"),
+            "handlers": {
+                str(h["name"]): [
+                    h.get("ty"),
+                    h.get("public"),
+                    h.get("input_description"),
+                    h.get("output_description"),
+                ]
+                for h in svc.get("handlers", [])
+            },
+        }
+    return result
+
+
+def signature_diff(before: Signature, after: Signature) -> list[str]:
+    """Human lines: services and handlers added, removed or changed."""
+    lines: list[str] = []
+    for name in sorted(set(before) | set(after)):
+        if name not in before:
+            lines.append(f"+ service {name} ({', '.join(sorted(after[name]['handlers']))})")
+        elif name not in after:
+            lines.append(f"- service {name}")
+        else:
+            old, new = before[name]["handlers"], after[name]["handlers"]
+            lines += [f"+ handler {name}/{h}" for h in sorted(set(new) - set(old))]
+            lines += [f"- handler {name}/{h}" for h in sorted(set(old) - set(new))]
+            lines += [
+                f"~ handler {name}/{h}" for h in sorted(set(old) & set(new)) if old[h] != new[h]
+            ]
+    return lines
+
+
+def _same_uri(a: str, b: str) -> bool:
+    return a.rstrip("/") == b.rstrip("/")
+
+
+def _quote(key: str) -> str:
+    return quote(key, safe="")

@@ -1,0 +1,254 @@
+"""Background processes with PID files, logs, readiness waits and clean stops.
+
+Each process lives under `<state>/run/NAME.pid` with its log in `<state>/logs/NAME.log`
+and a fingerprint of how it was started, so a deploy can tell "running as wanted" from
+"running with an old configuration". Processes start in their own session, and stopping
+signals the whole process group: a wrapper never leaves its real binary behind."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from ops.errors import PortInUse, ProcessError
+
+# Popen objects of children started by this interpreter, so they can be reaped.
+_children: dict[int, subprocess.Popen[bytes]] = {}
+
+
+@dataclass(frozen=True)
+class ProcessSpec:
+    """How to run one background process and how to know it is ready."""
+
+    name: str
+    argv: Sequence[str]
+    cwd: Path
+    ports: Sequence[tuple[str, int]]
+    ready: Callable[[], bool]
+    env: Mapping[str, str] = field(default_factory=dict)
+    secret_env: Mapping[str, str] = field(default_factory=dict, repr=False)
+    ready_timeout: float = 60.0
+    inputs: str = ""  # anything else that should restart the process when it changes
+
+    def fingerprint(self) -> str:
+        """Stable digest of argv, environment and inputs (secrets included, never shown)."""
+        blob = json.dumps(
+            [
+                list(self.argv),
+                sorted(self.env.items()),
+                sorted(self.secret_env.items()),
+                self.inputs,
+            ]
+        )
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class ProcessInfo:
+    """A managed process as found on disk and in the process table."""
+
+    name: str
+    pid: int | None
+    alive: bool
+    fingerprint: str | None
+    log: Path
+
+
+def port_open(host: str, port: int, timeout: float = 0.3) -> bool:
+    """True when something accepts TCP connections on host:port."""
+    with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=timeout):
+        return True
+    return False
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port nothing listens on right now (for tests and ad-hoc environments)."""
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def http_ready(url: str, headers: Mapping[str, str] | None = None) -> Callable[[], bool]:
+    """A readiness probe: any HTTP answer below 500 at `url`."""
+
+    def probe() -> bool:
+        try:
+            resp = httpx.get(url, headers=dict(headers or {}), timeout=1.0)
+        except httpx.HTTPError:
+            return False
+        return resp.status_code < 500
+
+    return probe
+
+
+def pid_alive(pid: int) -> bool:
+    """True for a live, non-zombie process."""
+    child = _children.get(pid)
+    if child is not None and child.poll() is not None:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    return stat.rsplit(")", 1)[-1].split()[0] != "Z"
+
+
+class ProcessManager:
+    """Starts, finds and stops the processes of one environment's state folder."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.run_dir = state_dir / "run"
+        self.log_dir = state_dir / "logs"
+
+    def pid_file(self, name: str) -> Path:
+        return self.run_dir / f"{name}.pid"
+
+    def log_file(self, name: str) -> Path:
+        return self.log_dir / f"{name}.log"
+
+    def info(self, name: str) -> ProcessInfo:
+        """What the PID file says, checked against the process table."""
+        pid: int | None = None
+        fingerprint: str | None = None
+        try:
+            data = json.loads(self.pid_file(name).read_text())
+            pid, fingerprint = int(data["pid"]), data.get("fingerprint")
+            command = str(data.get("command", ""))
+        except (OSError, ValueError, KeyError, TypeError):
+            command = ""
+        alive = pid is not None and pid_alive(pid) and _runs(pid, command)
+        return ProcessInfo(name, pid, alive, fingerprint, self.log_file(name))
+
+    def known(self) -> list[str]:
+        """Names of every process with a PID file."""
+        return sorted(p.stem for p in self.run_dir.glob("*.pid"))
+
+    def start(self, spec: ProcessSpec) -> int:
+        """Start `spec` in the background and wait until it is ready."""
+        for host, port in spec.ports:
+            if port_open(host, port):
+                raise PortInUse(
+                    f"{spec.name}: port {port} on {host} is already in use by a process this"
+                    " toolkit did not start; stop it, or choose another port in the"
+                    " environment file"
+                )
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        log_path = self.log_file(spec.name)
+        env = {**os.environ, **spec.env, **spec.secret_env}
+        with log_path.open("ab") as log:
+            log.write(f"\n--- start {time.strftime('%Y-%m-%d %H:%M:%S')} ---\n".encode())
+            log.flush()
+            try:
+                child = subprocess.Popen(
+                    list(spec.argv),
+                    cwd=spec.cwd,
+                    env=env,
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
+            except OSError as exc:
+                raise ProcessError(f"{spec.name}: cannot run {spec.argv[0]}: {exc}") from None
+        _children[child.pid] = child
+        self.pid_file(spec.name).write_text(
+            json.dumps(
+                {"pid": child.pid, "fingerprint": spec.fingerprint(), "command": spec.argv[0]}
+            )
+        )
+        self.wait_ready(spec, child.pid)
+        return child.pid
+
+    def wait_ready(self, spec: ProcessSpec, pid: int) -> None:
+        """Poll the readiness probe; fail fast when the process dies."""
+        deadline = time.monotonic() + spec.ready_timeout
+        while time.monotonic() < deadline:
+            if not pid_alive(pid):
+                self.pid_file(spec.name).unlink(missing_ok=True)
+                raise ProcessError(
+                    f"{spec.name} exited during start-up:\n{self.tail(spec.name)}",
+                    log=self.log_file(spec.name),
+                )
+            if spec.ready():
+                return
+            time.sleep(0.1)
+        self.stop(spec.name)
+        raise ProcessError(
+            f"{spec.name} was not ready within {spec.ready_timeout:g}s:\n{self.tail(spec.name)}",
+            log=self.log_file(spec.name),
+        )
+
+    def stop(self, name: str, timeout: float = 15.0) -> bool:
+        """Stop a managed process and its group; True if something was running."""
+        info = self.info(name)
+        self.pid_file(name).unlink(missing_ok=True)
+        if info.pid is None or not info.alive:
+            return False
+        _signal_group(info.pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and pid_alive(info.pid):
+            time.sleep(0.05)
+        if pid_alive(info.pid):
+            _signal_group(info.pid, signal.SIGKILL)
+            while pid_alive(info.pid):
+                time.sleep(0.05)
+        _reap(info.pid)
+        return True
+
+    def kill(self, name: str, sig: int = signal.SIGKILL) -> int | None:
+        """Send `sig` to a managed process (fault injection); keeps its PID file."""
+        info = self.info(name)
+        if info.pid is None or not info.alive:
+            return None
+        _signal_group(info.pid, sig)
+        return info.pid
+
+    def tail(self, name: str, lines: int = 15) -> str:
+        """The last lines of a process's log, for error messages."""
+        try:
+            text = self.log_file(name).read_text(errors="replace")
+        except OSError:
+            return "(no log)"
+        return "\n".join("    " + line for line in text.splitlines()[-lines:])
+
+
+def _runs(pid: int, command: str) -> bool:
+    """Guard against PID reuse: the process still runs the command we started."""
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return True  # no /proc: trust the PID file
+    return not command or Path(command).name.encode() in cmdline
+
+
+def _signal_group(pid: int, sig: int) -> None:
+    try:
+        os.killpg(pid, sig)
+    except (ProcessLookupError, PermissionError):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, sig)
+
+
+def _reap(pid: int) -> None:
+    child = _children.pop(pid, None)
+    if child is not None:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            child.wait(timeout=1)

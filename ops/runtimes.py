@@ -1,0 +1,378 @@
+"""Where restate-server comes from: the npm binary (default), Docker, or nothing
+(`external`: a hosted server or Restate Cloud the toolkit only talks to)."""
+
+from __future__ import annotations
+
+import difflib
+import platform
+import shutil
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Protocol
+
+from ops.environments import Environment
+from ops.errors import NexusError, RuntimeUnavailable
+from ops.processes import ProcessManager, ProcessSpec, http_ready
+from ops.steps import Context, Result, StepFn
+
+Probe = Callable[[], bool]
+
+SERVER = "restate-server"
+
+
+class ServerRuntime(Protocol):
+    """One way of running (or not running) the Restate server."""
+
+    def deploy_steps(self) -> list[tuple[str, StepFn]]: ...
+
+    def down_steps(self, purge: bool) -> list[tuple[str, StepFn]]: ...
+
+    def processes(self) -> list[str]: ...
+
+
+def runtime_for(env: Environment, procs: ProcessManager) -> ServerRuntime:
+    """The runtime named by `[restate] runtime`."""
+    if env.runtime == "binary":
+        return BinaryRuntime(env, procs)
+    if env.runtime == "docker":
+        return DockerRuntime(env)
+    if env.runtime == "cluster":
+        raise RuntimeUnavailable(
+            'runtime = "cluster" is not implemented yet (see the Scale-out issue)'
+        )
+    return ExternalRuntime(env)
+
+
+def server_config(env: Environment) -> str:
+    """restate-server's TOML config: everything bound to the environment's addresses."""
+    data = env.state_dir / "data"
+    node = f"{env.ingress.host}:{env.get('restate', 'node_port')}"
+    lines = [
+        "# Written by the Nexus toolkit from " + str(env.file),
+        f'node-name = "nexus-{env.name}"',
+        f'cluster-name = "nexus-{env.name}"',
+        f'base-dir = "{data}"',
+        f"default-num-partitions = {env.get('restate', 'partitions')}",
+        f'bind-address = "{node}"',
+        f'advertised-address = "http://{node}/"',
+        'listen-mode = "tcp"',
+        "disable-telemetry = true",
+        'log-format = "compact"',
+        "log-disable-ansi-codes = true",
+        "",
+        "[ingress]",
+        f'bind-address = "{env.ingress.bind}"',
+        "",
+        "[admin]",
+        f'bind-address = "{env.admin.bind}"',
+    ]
+    signing_key = env.state_dir / "signing" / "private.pem"
+    if env.get("service", "signing"):
+        lines += [
+            "",
+            "[worker.invoker]",
+            f'request-identity-private-key-pem-file = "{signing_key}"',
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def unified(before: str, after: str, name: str) -> list[str]:
+    """A unified diff of two texts, as lines."""
+    return list(
+        difflib.unified_diff(
+            before.splitlines(),
+            after.splitlines(),
+            f"{name} (before)",
+            f"{name} (after)",
+            lineterm="",
+        )
+    )
+
+
+class BinaryRuntime:
+    """restate-server from the pinned npm package, run as a managed process."""
+
+    def __init__(self, env: Environment, procs: ProcessManager) -> None:
+        self.env = env
+        self.procs = procs
+        self.config_file = env.state_dir / "restate.toml"
+
+    @property
+    def binary(self) -> Path:
+        arch = {"x86_64": "x64", "aarch64": "arm64", "arm64": "arm64"}.get(
+            platform.machine(), "x64"
+        )
+        pkg = f"restate-server-{platform.system().lower()}-{arch}"
+        return self.env.npm_dir / "node_modules" / "@restatedev" / pkg / "bin" / "restate-server"
+
+    def processes(self) -> list[str]:
+        return [SERVER]
+
+    def deploy_steps(self) -> list[tuple[str, StepFn]]:
+        return [("install", self.install), ("server", self.server)]
+
+    def down_steps(self, purge: bool) -> list[tuple[str, StepFn]]:
+        return [("server", stop_step(self.procs, SERVER))]
+
+    def install(self, ctx: Context) -> Result:
+        """The pinned npm package, installed into a git-ignored project folder."""
+        version = str(self.env.get("restate", "version"))
+        if self.binary.is_file():
+            return Result.ok(f"restate-server {version} present in {self.env.npm_dir}")
+        if ctx.check:
+            return Result.changed(f"would install @restatedev/restate-server@{version} with npm")
+        npm = shutil.which("npm")
+        if npm is None:
+            raise RuntimeUnavailable(
+                "runtime = binary needs npm (Node.js) on PATH to install restate-server"
+            )
+        self.env.npm_dir.mkdir(parents=True, exist_ok=True)
+        cmd = [
+            npm,
+            "install",
+            "--prefix",
+            str(self.env.npm_dir),
+            "--no-audit",
+            "--no-fund",
+            "--loglevel=error",
+            f"@restatedev/restate-server@{version}",
+        ]
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=False)
+        if proc.returncode != 0 or not self.binary.is_file():
+            raise RuntimeUnavailable(
+                f"npm could not install @restatedev/restate-server@{version}:\n"
+                + proc.stderr[-2000:]
+            )
+        return Result.changed(
+            f"installed @restatedev/restate-server@{version} into {self.env.npm_dir}"
+        )
+
+    def spec(self) -> ProcessSpec:
+        env = self.env
+        return ProcessSpec(
+            name=SERVER,
+            argv=[str(self.binary), "--config-file", str(self.config_file), "--no-logo"],
+            cwd=env.state_dir,
+            ports=[
+                (env.ingress.host, env.ingress.port),
+                (env.admin.host, env.admin.port),
+                (env.ingress.host, int(env.get("restate", "node_port"))),
+            ],
+            ready=_all(
+                http_ready(f"{env.admin.url}/health"),
+                http_ready(f"{env.ingress.url}/restate/health"),
+            ),
+            env={"RUST_BACKTRACE": "1"},
+            inputs=server_config(env),
+            ready_timeout=90.0,
+        )
+
+    def server(self, ctx: Context) -> Result:
+        """Config written, process running with it, admin and ingress healthy."""
+        wanted = server_config(self.env)
+        current = self.config_file.read_text() if self.config_file.is_file() else ""
+        diff = unified(current, wanted, str(self.config_file)) if current != wanted else []
+        return ensure_process(
+            self.procs, self.spec(), ctx, diff=diff, before_start=lambda: self._write(wanted)
+        )
+
+    def _write(self, config: str) -> None:
+        self.config_file.parent.mkdir(parents=True, exist_ok=True)
+        (self.env.state_dir / "data").mkdir(parents=True, exist_ok=True)
+        self.config_file.write_text(config)
+
+
+class DockerRuntime:
+    """The official image with the same ports and a data volume (needs a Docker engine)."""
+
+    def __init__(self, env: Environment) -> None:
+        self.env = env
+        self.container = f"nexus-restate-{env.name}"
+
+    def processes(self) -> list[str]:
+        return []
+
+    def run_command(self) -> list[str]:
+        """The `docker run` line this runtime uses."""
+        env = self.env
+        data = env.state_dir / "data"
+        return [
+            "docker",
+            "run",
+            "--detach",
+            "--name",
+            self.container,
+            "--add-host=host.docker.internal:host-gateway",
+            "--publish",
+            f"{env.ingress.host}:{env.ingress.port}:8080",
+            "--publish",
+            f"{env.admin.host}:{env.admin.port}:9070",
+            "--volume",
+            f"{data}:/restate-data",
+            "--env",
+            "RESTATE_BASE_DIR=/restate-data",
+            "--env",
+            f"RESTATE_DEFAULT_NUM_PARTITIONS={env.get('restate', 'partitions')}",
+            str(env.get("restate", "image")),
+        ]
+
+    def engine_check(self) -> None:
+        docker = shutil.which("docker")
+        if docker is None:
+            raise RuntimeUnavailable(
+                'runtime = docker, but no docker client is on PATH; use runtime = "binary"'
+            )
+        proc = subprocess.run(
+            [docker, "info", "--format", "{{.ServerVersion}}"],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if proc.returncode != 0:
+            reason = (proc.stderr.strip().splitlines() or ["no answer"])[-1]
+            raise RuntimeUnavailable(
+                f"runtime = docker, but no Docker engine answers (`docker info`: {reason});"
+                ' use runtime = "binary", which needs no Docker'
+            )
+
+    def _running(self) -> bool:
+        proc = subprocess.run(
+            ["docker", "inspect", "--format", "{{.State.Running}}", self.container],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        return proc.stdout.strip() == "true"
+
+    def deploy_steps(self) -> list[tuple[str, StepFn]]:
+        return [("server", self.server)]
+
+    def down_steps(self, purge: bool) -> list[tuple[str, StepFn]]:
+        return [("server", self.stop)]
+
+    def server(self, ctx: Context) -> Result:
+        self.engine_check()
+        if self._running():
+            return Result.ok(f"container {self.container} running")
+        if ctx.check:
+            return Result.changed(f"would run: {' '.join(self.run_command())}")
+        subprocess.run(["docker", "rm", "-f", self.container], capture_output=True, check=False)
+        (self.env.state_dir / "data").mkdir(parents=True, exist_ok=True)
+        proc = subprocess.run(self.run_command(), capture_output=True, text=True, check=False)
+        if proc.returncode != 0:
+            raise NexusError(f"docker run failed: {proc.stderr.strip()[-1000:]}")
+        wait = _all(
+            http_ready(f"{self.env.admin.url}/health"),
+            http_ready(f"{self.env.ingress.url}/restate/health"),
+        )
+        _poll(wait, 90.0, f"container {self.container} did not become healthy")
+        return Result.changed(f"started container {self.container}")
+
+    def stop(self, ctx: Context) -> Result:
+        self.engine_check()
+        if not self._running():
+            return Result.ok(f"container {self.container} not running")
+        if ctx.check:
+            return Result.changed(f"would remove container {self.container}")
+        subprocess.run(["docker", "rm", "-f", self.container], capture_output=True, check=False)
+        return Result.changed(f"removed container {self.container}")
+
+
+class ExternalRuntime:
+    """A server the toolkit does not manage: only checks that its admin API answers."""
+
+    def __init__(self, env: Environment) -> None:
+        self.env = env
+
+    def processes(self) -> list[str]:
+        return []
+
+    def deploy_steps(self) -> list[tuple[str, StepFn]]:
+        return [("server", self.server)]
+
+    def down_steps(self, purge: bool) -> list[tuple[str, StepFn]]:
+        return [
+            (
+                "server",
+                lambda ctx: Result.skipped(
+                    f"external server at {self.env.admin.url} is not managed"
+                ),
+            )
+        ]
+
+    def server(self, ctx: Context) -> Result:
+        from ops.admin import AdminClient
+
+        admin = AdminClient(self.env.admin.url, self.env.token)
+        try:
+            version = admin.version().get("version", "?")
+        finally:
+            admin.close()
+        return Result.ok(f"external restate-server {version} answers at {self.env.admin.url}")
+
+
+def ensure_process(
+    procs: ProcessManager,
+    spec: ProcessSpec,
+    ctx: Context,
+    *,
+    diff: list[str] | None = None,
+    before_start: Callable[[], None] | None = None,
+) -> Result:
+    """Running with the wanted fingerprint → ok; otherwise (re)start → changed."""
+    info = procs.info(spec.name)
+    wanted = spec.fingerprint()
+    if info.alive and info.fingerprint == wanted and not diff:
+        if spec.ready():
+            return Result.ok(f"{spec.name} running (pid {info.pid})")
+        if ctx.check:
+            return Result.changed(f"would restart {spec.name} (pid {info.pid} is not answering)")
+    lines = list(diff or [])
+    if info.alive:
+        verb = "restart"
+        lines = lines or [
+            f"{spec.name}: configuration changed (fingerprint {info.fingerprint} → {wanted})"
+        ]
+    else:
+        verb = "start"
+        lines.append(f"{spec.name}: stopped → running")
+    if ctx.check:
+        return Result.changed(f"would {verb} {spec.name}", lines)
+    if info.alive:
+        procs.stop(spec.name)
+    if before_start is not None:
+        before_start()
+    pid = procs.start(spec)
+    ports = ", ".join(f"{h}:{p}" for h, p in spec.ports)
+    return Result.changed(f"{verb}ed {spec.name} (pid {pid}, {ports})", lines)
+
+
+def stop_step(procs: ProcessManager, name: str) -> StepFn:
+    """A down step: stop `name` if it runs."""
+
+    def step(ctx: Context) -> Result:
+        info = procs.info(name)
+        if not info.alive:
+            procs.pid_file(name).unlink(missing_ok=True) if not ctx.check else None
+            return Result.ok(f"{name} not running")
+        if ctx.check:
+            return Result.changed(f"would stop {name} (pid {info.pid})")
+        procs.stop(name)
+        return Result.changed(f"stopped {name} (pid {info.pid})", [f"{name}: running → stopped"])
+
+    return step
+
+
+def _all(*probes: Probe) -> Probe:
+    return lambda: all(p() for p in probes)
+
+
+def _poll(probe: Probe, timeout: float, message: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if probe():
+            return
+        time.sleep(0.2)
+    raise NexusError(message)

@@ -1,0 +1,252 @@
+"""One environment's whole stack: server runtime, mock gateway, service, registration.
+
+`deploy`, `down` and `status` are plays of idempotent steps over it."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import time
+from functools import cached_property
+from typing import TextIO
+
+from ops.admin import AdminClient, IngressClient, signature, signature_diff
+from ops.environments import Environment
+from ops.errors import ApiError, NexusError, NotConverged
+from ops.processes import ProcessManager, ProcessSpec, http_ready
+from ops.runtimes import ServerRuntime, ensure_process, runtime_for, stop_step
+from ops.steps import Context, Play, Result, StepFn
+
+GATEWAY = "gateway"
+SERVICE = "service"
+SMOKE_TICKET = "nexus-smoke:seat-0"
+
+
+class Stack:
+    """Everything the toolkit manages for one environment."""
+
+    def __init__(self, env: Environment) -> None:
+        self.env = env
+        self.procs = ProcessManager(env.state_dir)
+
+    @cached_property
+    def runtime(self) -> ServerRuntime:
+        return runtime_for(self.env, self.procs)
+
+    @cached_property
+    def admin(self) -> AdminClient:
+        return AdminClient(self.env.admin.url, self.env.token)
+
+    @cached_property
+    def ingress(self) -> IngressClient:
+        return IngressClient(self.env.ingress.url, self.env.token)
+
+    @property
+    def registration_uri(self) -> str:
+        if self.env.service_mode == "connect":
+            return f"connect://{self.env.get('service', 'connect_name')}"
+        return self.env.service.url
+
+    # --- process specs -------------------------------------------------------------
+
+    def gateway_spec(self) -> ProcessSpec:
+        gw = self.env.gateway
+        return ProcessSpec(
+            name=GATEWAY,
+            argv=[sys.executable, "-m", "hypercorn", "ops.mock_gateway:app", "--bind", gw.bind],
+            cwd=self.env.root,
+            ports=[(gw.host, gw.port)],
+            ready=http_ready(f"{gw.url}/health"),
+            env={
+                "GATEWAY_LATENCY_MS": f"{self.env.get('gateway', 'latency_ms'):g}",
+                "GATEWAY_JOURNAL": str(self.env.state_dir / "gateway" / "journal.jsonl"),
+            },
+        )
+
+    def service_env(self) -> dict[str, str]:
+        """Settings the service process reads (see `service.config`)."""
+        values = {
+            "NEXUS_GATEWAY_URL": self.env.gateway.url,
+            "NEXUS_HOLD_SECONDS": f"{self.env.get('service', 'hold_seconds'):g}",
+            "NEXUS_MAIL_OUTBOX": str(self.outbox),
+        }
+        return values
+
+    @property
+    def outbox(self) -> str:
+        return str(self.env.state_dir / "outbox")
+
+    def service_spec(self) -> ProcessSpec:
+        svc = self.env.service
+        return ProcessSpec(
+            name=SERVICE,
+            argv=[sys.executable, "-m", "hypercorn", "service.app:app", "--bind", svc.bind],
+            cwd=self.env.root,
+            ports=[(svc.host, svc.port)],
+            ready=http_ready(f"{svc.url}/health"),
+            env=self.service_env(),
+        )
+
+    # --- deploy steps ---------------------------------------------------------------
+
+    def gateway_step(self, ctx: Context) -> Result:
+        if self.env.gateway_mode != "mock":
+            return Result.skipped(f"external payment gateway at {self.env.gateway.url}")
+        (self.env.state_dir / "gateway").mkdir(
+            parents=True, exist_ok=True
+        ) if not ctx.check else None
+        return ensure_process(self.procs, self.gateway_spec(), ctx)
+
+    def service_step(self, ctx: Context) -> Result:
+        if self.env.service_mode == "url":
+            return Result.skipped(f"service hosted at {self.env.service.url}")
+        return ensure_process(self.procs, self.service_spec(), ctx)
+
+    def registration_step(self, ctx: Context) -> Result:
+        """Register the endpoint; force re-discovery only when its services changed."""
+        uri = self.registration_uri
+        if not self.admin.healthy():
+            if ctx.check:
+                return Result.changed(f"would register {uri} (server not running yet)")
+            raise ApiError(f"admin API at {self.env.admin.url} is not healthy")
+        registered = self.admin.find_deployment(uri)
+        try:
+            offered = self.admin.discover(uri)
+        except ApiError as exc:
+            if ctx.check and registered is None:
+                return Result.changed(f"would register {uri} (endpoint not running yet)")
+            raise ApiError(f"discovery of {uri} failed: {exc.message}") from None
+        want = signature(offered["services"])
+        if registered is not None:
+            have = signature(registered["services"])
+            if have == want:
+                revs = ", ".join(f"{s['name']}@{s['revision']}" for s in registered["services"])
+                return Result.ok(f"{uri} registered as {registered['id']} ({revs})")
+            diff = signature_diff(have, want)
+            if ctx.check:
+                return Result.changed(f"would re-register {uri} (services changed)", diff)
+            self.admin.register(uri, force=True, dry_run=False)
+            verb = "re-registered"
+        else:
+            diff = signature_diff({}, want)
+            if ctx.check:
+                return Result.changed(f"would register {uri}", diff)
+            self.admin.register(uri, force=False, dry_run=False)
+            verb = "registered"
+        after = self.admin.find_deployment(uri)
+        if after is None or signature(after["services"]) != want:
+            raise NotConverged(
+                f"{uri} was {verb}, but the admin API does not show the new services"
+            )
+        return Result.changed(f"{verb} {uri} as {after['id']}", diff)
+
+    def smoke_step(self, ctx: Context) -> Result:
+        """A read-only call through the ingress: the whole path answers."""
+        if ctx.check and not self.admin.healthy():
+            return Result.skipped("server not running yet")
+        started = time.monotonic()
+        deadline = started + 20
+        while True:
+            resp = self.ingress.call("Ticket", "get", key=SMOKE_TICKET, timeout=10)
+            if resp.status_code == 200 or time.monotonic() > deadline:
+                break
+            time.sleep(0.3)  # a fresh registration takes a moment to reach the ingress
+        if resp.status_code != 200 or "status" not in resp.json():
+            raise ApiError(
+                f"Ticket/get through {self.env.ingress.url} answered"
+                f" {resp.status_code}: {resp.text[:300]}"
+            )
+        took = (time.monotonic() - started) * 1000
+        return Result.ok(f"Ticket/{SMOKE_TICKET}/get → {resp.json()['status']} in {took:.0f} ms")
+
+    def deploy_steps(self) -> list[tuple[str, StepFn]]:
+        return [
+            *self.runtime.deploy_steps(),
+            ("gateway", self.gateway_step),
+            ("service", self.service_step),
+            ("registration", self.registration_step),
+            ("smoke", self.smoke_step),
+        ]
+
+    def down_steps(self, purge: bool) -> list[tuple[str, StepFn]]:
+        extra = [
+            n for n in self.procs.known() if n not in (SERVICE, GATEWAY, *self.runtime.processes())
+        ]
+        steps: list[tuple[str, StepFn]] = [(n, stop_step(self.procs, n)) for n in extra]
+        steps += [
+            ("service", stop_step(self.procs, SERVICE)),
+            ("gateway", stop_step(self.procs, GATEWAY)),
+        ]
+        steps += self.runtime.down_steps(purge)
+        if purge:
+            steps.append(("purge", self.purge_step))
+        return steps
+
+    def purge_step(self, ctx: Context) -> Result:
+        state = self.env.state_dir
+        if not state.exists():
+            return Result.ok(f"{state} already absent")
+        if ctx.check:
+            return Result.changed(f"would delete {state}")
+        shutil.rmtree(state)
+        return Result.changed(f"deleted {state} (data, logs, outbox, gateway journal)")
+
+
+def deploy(
+    env: Environment, *, check: bool = False, diff: bool = False, out: TextIO | None = None
+) -> Play:
+    """Converge server → gateway → service → registration → smoke call."""
+    return _play(f"deploy {env.name}", Stack(env).deploy_steps(), check, diff, out)
+
+
+def down(
+    env: Environment, *, purge: bool = False, check: bool = False, out: TextIO | None = None
+) -> Play:
+    """Stop everything deploy started; `purge` also deletes the state folder."""
+    return _play(f"down {env.name}", Stack(env).down_steps(purge), check, False, out)
+
+
+def _play(
+    title: str, steps: list[tuple[str, StepFn]], check: bool, diff: bool, out: TextIO | None
+) -> Play:
+    play = Play(title, Context(check=check, show_diff=diff), out=out or sys.stdout)
+    for name, fn in steps:
+        play.run(name, fn)
+    play.recap()
+    return play
+
+
+def status_lines(env: Environment) -> list[str]:
+    """Server health, deployments, services and handlers, processes with PIDs and ports."""
+    stack = Stack(env)
+    lines = [f"environment {env.name} ({env.file})", f"  runtime     {env.runtime}"]
+    try:
+        healthy = stack.admin.healthy()
+        version = stack.admin.version().get("version", "?") if healthy else "-"
+        lines.append(
+            f"  server      {'healthy' if healthy else 'DOWN'} {version}"
+            f"  admin {env.admin.url}  ingress {env.ingress.url}"
+        )
+        if healthy:
+            lines.append("deployments")
+            for dep in stack.admin.deployments():
+                svcs = ", ".join(f"{s['name']}@{s['revision']}" for s in dep.get("services", []))
+                lines.append(f"  {dep['id']}  {dep.get('uri', '?')}  {svcs}")
+            lines.append("services")
+            for svc in sorted(stack.admin.services(), key=lambda s: s["name"]):
+                handlers = ", ".join(sorted(h["name"] for h in svc.get("handlers", [])))
+                lines.append(
+                    f"  {svc['name']:<10} {svc.get('ty', ''):<14}"
+                    f" rev {svc.get('revision')}  [{handlers}]"
+                )
+    except NexusError as exc:
+        lines.append(f"  server      unreachable: {exc}")
+    lines.append("processes")
+    specs = {GATEWAY: stack.gateway_spec(), SERVICE: stack.service_spec()}
+    for name in stack.procs.known() or ["(none)"]:
+        info = stack.procs.info(name)
+        spec = specs.get(name)
+        ports = ", ".join(f"{h}:{p}" for h, p in spec.ports) if spec else ""
+        state = "running" if info.alive else "stopped"
+        lines.append(f"  {name:<15} {state:<8} pid {info.pid}  {ports}  log {info.log}")
+    return lines
