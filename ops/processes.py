@@ -110,6 +110,20 @@ def pid_alive(pid: int) -> bool:
     return stat.rsplit(")", 1)[-1].split()[0] != "Z"
 
 
+def group_alive(pgid: int) -> bool:
+    """True while any live, non-zombie process belongs to process group `pgid`."""
+    if pid_alive(pgid):
+        return True
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[-1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            return True
+    return False
+
+
 class ProcessManager:
     """Starts, finds and stops the processes of one environment's state folder."""
 
@@ -200,15 +214,20 @@ class ProcessManager:
         """Stop a managed process and its group; True if something was running."""
         info = self.info(name)
         self.pid_file(name).unlink(missing_ok=True)
-        if info.pid is None or not info.alive:
+        if info.pid is None:
+            return False
+        if not info.alive:
+            # The leader may be gone while its group is still dying (after a kill).
+            while group_alive(info.pid):
+                time.sleep(0.05)
             return False
         _signal_group(info.pid, signal.SIGTERM)
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and pid_alive(info.pid):
+        while time.monotonic() < deadline and group_alive(info.pid):
             time.sleep(0.05)
-        if pid_alive(info.pid):
+        if group_alive(info.pid):
             _signal_group(info.pid, signal.SIGKILL)
-            while pid_alive(info.pid):
+            while group_alive(info.pid):
                 time.sleep(0.05)
         _reap(info.pid)
         return True

@@ -20,6 +20,8 @@ from ops.steps import Context, Play, Result, StepFn
 GATEWAY = "gateway"
 SERVICE = "service"
 SMOKE_TICKET = "nexus-smoke:seat-0"
+# One process per app (no supervisor and worker children), so its PID is the server.
+HYPERCORN = ("--workers", "0", "--bind")
 
 
 class Stack:
@@ -53,7 +55,7 @@ class Stack:
         gw = self.env.gateway
         return ProcessSpec(
             name=GATEWAY,
-            argv=[sys.executable, "-m", "hypercorn", "ops.mock_gateway:app", "--bind", gw.bind],
+            argv=[sys.executable, "-m", "hypercorn", "ops.mock_gateway:app", *HYPERCORN, gw.bind],
             cwd=self.env.root,
             ports=[(gw.host, gw.port)],
             ready=http_ready(f"{gw.url}/health"),
@@ -80,7 +82,7 @@ class Stack:
         svc = self.env.service
         return ProcessSpec(
             name=SERVICE,
-            argv=[sys.executable, "-m", "hypercorn", "service.app:app", "--bind", svc.bind],
+            argv=[sys.executable, "-m", "hypercorn", "service.app:app", *HYPERCORN, svc.bind],
             cwd=self.env.root,
             ports=[(svc.host, svc.port)],
             ready=http_ready(f"{svc.url}/health"),
