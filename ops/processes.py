@@ -40,6 +40,7 @@ class ProcessSpec:
     secret_env: Mapping[str, str] = field(default_factory=dict, repr=False)
     ready_timeout: float = 60.0
     inputs: str = ""  # anything else that should restart the process when it changes
+    stop_timeout: float = 15.0  # SIGTERM, then SIGKILL after this many seconds
 
     def fingerprint(self) -> str:
         """Stable digest of argv, environment and inputs (secrets included, never shown)."""
@@ -63,6 +64,7 @@ class ProcessInfo:
     alive: bool
     fingerprint: str | None
     log: Path
+    stop_timeout: float = 15.0
 
 
 def port_open(host: str, port: int, timeout: float = 0.3) -> bool:
@@ -145,10 +147,11 @@ class ProcessManager:
             data = json.loads(self.pid_file(name).read_text())
             pid, fingerprint = int(data["pid"]), data.get("fingerprint")
             command = str(data.get("command", ""))
+            stop_timeout = float(data.get("stop_timeout", 15.0))
         except (OSError, ValueError, KeyError, TypeError):
-            command = ""
+            command, stop_timeout = "", 15.0
         alive = pid is not None and pid_alive(pid) and _runs(pid, command)
-        return ProcessInfo(name, pid, alive, fingerprint, self.log_file(name))
+        return ProcessInfo(name, pid, alive, fingerprint, self.log_file(name), stop_timeout)
 
     def known(self) -> list[str]:
         """Names of every process with a PID file."""
@@ -185,7 +188,12 @@ class ProcessManager:
         _children[child.pid] = child
         self.pid_file(spec.name).write_text(
             json.dumps(
-                {"pid": child.pid, "fingerprint": spec.fingerprint(), "command": spec.argv[0]}
+                {
+                    "pid": child.pid,
+                    "fingerprint": spec.fingerprint(),
+                    "command": spec.argv[0],
+                    "stop_timeout": spec.stop_timeout,
+                }
             )
         )
         self.wait_ready(spec, child.pid)
@@ -210,7 +218,7 @@ class ProcessManager:
             log=self.log_file(spec.name),
         )
 
-    def stop(self, name: str, timeout: float = 15.0) -> bool:
+    def stop(self, name: str, timeout: float | None = None) -> bool:
         """Stop a managed process and its group; True if something was running."""
         info = self.info(name)
         self.pid_file(name).unlink(missing_ok=True)
@@ -222,7 +230,7 @@ class ProcessManager:
                 time.sleep(0.05)
             return False
         _signal_group(info.pid, signal.SIGTERM)
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + (info.stop_timeout if timeout is None else timeout)
         while time.monotonic() < deadline and group_alive(info.pid):
             time.sleep(0.05)
         if group_alive(info.pid):

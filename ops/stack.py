@@ -21,7 +21,7 @@ GATEWAY = "gateway"
 SERVICE = "service"
 SMOKE_TICKET = "nexus-smoke:seat-0"
 # One process per app (no supervisor and worker children), so its PID is the server.
-HYPERCORN = ("--workers", "0", "--bind")
+HYPERCORN = ("--workers", "0", "--graceful-timeout", "1", "--bind")
 
 
 class Stack:
@@ -63,6 +63,7 @@ class Stack:
                 "GATEWAY_LATENCY_MS": f"{self.env.get('gateway', 'latency_ms'):g}",
                 "GATEWAY_JOURNAL": str(self.env.state_dir / "gateway" / "journal.jsonl"),
             },
+            stop_timeout=3.0,
         )
 
     def service_env(self) -> dict[str, str]:
@@ -87,6 +88,8 @@ class Stack:
             ports=[(svc.host, svc.port)],
             ready=http_ready(f"{svc.url}/health"),
             env=self.service_env(),
+            # Hypercorn waits on Restate's open HTTP/2 streams; a kill is safe: Restate replays.
+            stop_timeout=3.0,
         )
 
     # --- deploy steps ---------------------------------------------------------------

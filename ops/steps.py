@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import sys
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -27,6 +28,7 @@ class Result:
     message: str
     diff: Sequence[str] = ()
     step: str = ""
+    seconds: float = 0.0
 
     @classmethod
     def ok(cls, message: str) -> Result:
@@ -73,6 +75,7 @@ class Play:
 
     def run(self, name: str, fn: StepFn) -> Result:
         """Run one step unless an earlier one failed."""
+        started = time.monotonic()
         if self.failed:
             result = Result.skipped("an earlier step failed")
         else:
@@ -81,6 +84,7 @@ class Play:
             except NexusError as exc:
                 result = Result(Status.FAILED, str(exc))
         result.step = name
+        result.seconds = time.monotonic() - started
         self.results.append(result)
         self._report(result)
         return result
@@ -90,7 +94,8 @@ class Play:
         if self.ctx.check and result.status is Status.CHANGED:
             label = "changed (would)"
         first, *rest = result.message.splitlines() or [""]
-        self._print(f"{self._paint(result.status, f'{label:<16}')}{result.step:<14} {first}")
+        took = f"  ({result.seconds:.1f}s)" if result.seconds >= 0.5 else ""
+        self._print(f"{self._paint(result.status, f'{label:<16}')}{result.step:<14} {first}{took}")
         for line in rest:
             self._print(f"{'':<31}{line}")
         if self.ctx.show_diff:

@@ -1,0 +1,183 @@
+"""Ansible-style plays (ops/steps.py): a line per step, a recap, check mode and diffs."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+
+from ops.errors import ConfigError, NexusError, NotConverged
+from ops.steps import Context, Play, Result, Status
+
+
+class Tty(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def play(title: str = "deploy", **ctx: bool) -> tuple[Play, io.StringIO]:
+    out = io.StringIO()
+    return Play(title, ctx=Context(**ctx), out=out), out
+
+
+def lines(out: io.StringIO) -> list[str]:
+    return out.getvalue().splitlines()
+
+
+def test_header_line() -> None:
+    _, out = play("deploy local")
+    assert lines(out) == ["PLAY [deploy local]"]
+
+
+def test_check_mode_header() -> None:
+    _, out = play("deploy local", check=True)
+    assert lines(out) == ["PLAY [deploy local] (check mode: nothing will be changed)"]
+
+
+def test_one_line_per_step_and_recap() -> None:
+    p, out = play()
+    p.run("server", lambda ctx: Result.ok("restate-server 1.7.12 running"))
+    p.run("gateway", lambda ctx: Result.changed("started on :9081"))
+    p.run("service", lambda ctx: Result.skipped("mode is url"))
+    p.run("register", lambda ctx: Result.ok("up to date"))
+    recap = p.recap()
+    assert recap == "RECAP [deploy] ok=2 changed=1 failed=0 skipped=1"
+    text = lines(out)
+    assert len(text) == 6  # header, four steps, recap
+    assert text[1].startswith("ok")
+    assert "server" in text[1]
+    assert text[1].endswith("restate-server 1.7.12 running")
+    assert text[2].startswith("changed") and "gateway" in text[2]
+    assert text[3].startswith("skipped") and "mode is url" in text[3]
+    assert text[-1] == recap
+    assert p.counts() == {"ok": 2, "changed": 1, "failed": 0, "skipped": 1}
+    assert not p.failed
+
+
+def test_run_returns_result_named_after_step() -> None:
+    p, _ = play()
+    result = p.run("smoke", lambda ctx: Result.ok("fine"))
+    assert result.step == "smoke"
+    assert result.status is Status.OK
+    assert p.results == [result]
+
+
+@pytest.mark.parametrize("error", [NexusError("boom"), ConfigError("bad key"), NotConverged("x")])
+def test_failure_skips_later_steps(error: NexusError) -> None:
+    p, out = play()
+    calls: list[str] = []
+
+    def fails(ctx: Context) -> Result:
+        calls.append("fails")
+        raise error
+
+    def later(ctx: Context) -> Result:
+        calls.append("later")
+        return Result.ok("should not run")
+
+    p.run("first", lambda ctx: Result.ok("fine"))
+    failed = p.run("second", fails)
+    skipped = p.run("third", later)
+    p.run("fourth", later)
+    assert calls == ["fails"]
+    assert failed.status is Status.FAILED
+    assert failed.message == str(error)
+    assert skipped.status is Status.SKIPPED
+    assert "earlier step failed" in skipped.message
+    assert p.failed
+    assert p.recap().endswith("ok=1 changed=0 failed=1 skipped=2")
+    text = lines(out)
+    assert text[2].startswith("failed") and str(error) in text[2]
+
+
+def test_failure_message_includes_log() -> None:
+    from pathlib import Path
+
+    p, out = play()
+
+    def fails(ctx: Context) -> Result:
+        raise NexusError("server exited", log=Path("/tmp/x.log"))
+
+    p.run("server", fails)
+    assert "server exited (log: /tmp/x.log)" in out.getvalue()
+
+
+def test_other_exceptions_propagate() -> None:
+    p, _ = play()
+
+    def bug(ctx: Context) -> Result:
+        raise KeyError("programming error")
+
+    with pytest.raises(KeyError):
+        p.run("x", bug)
+
+
+def test_check_mode_label_and_context() -> None:
+    p, out = play(check=True)
+    seen: list[Context] = []
+
+    def step(ctx: Context) -> Result:
+        seen.append(ctx)
+        return Result.changed("would start gateway")
+
+    p.run("gateway", step)
+    p.run("server", lambda ctx: Result.ok("running"))
+    assert seen[0].check is True
+    text = lines(out)
+    assert text[1].startswith("changed (would)")
+    assert text[2].startswith("ok ")
+    assert "(would)" not in text[2]
+    assert p.recap().endswith("ok=1 changed=1 failed=0 skipped=0")
+
+
+def test_diff_hidden_without_show_diff() -> None:
+    p, out = play()
+    p.run("config", lambda ctx: Result.changed("rewrote", ["- partitions = 24", "+ partitions = 4"]))
+    text = out.getvalue()
+    assert "partitions" not in text
+    assert len(lines(out)) == 2
+
+
+def test_diff_shown_with_show_diff() -> None:
+    p, out = play(show_diff=True)
+    p.run("config", lambda ctx: Result.changed("rewrote", ["- partitions = 24", "+ partitions = 4"]))
+    text = lines(out)
+    assert len(text) == 4
+    assert text[2].strip() == "- partitions = 24"
+    assert text[3].strip() == "+ partitions = 4"
+    assert text[2].startswith(" ")  # indented under the step line
+
+
+def test_multiline_message_is_indented() -> None:
+    p, out = play()
+    p.run("server", lambda ctx: Result(Status.FAILED, "exited\n    last log line"))
+    text = lines(out)
+    assert text[1].endswith("exited")
+    assert text[2].strip() == "last log line"
+    assert text[2].startswith(" " * 31)
+
+
+def test_empty_message() -> None:
+    p, out = play()
+    p.run("noop", lambda ctx: Result.ok(""))
+    assert lines(out)[1].split() == ["ok", "noop"]
+
+
+def test_no_colour_without_tty() -> None:
+    p, out = play()
+    p.run("a", lambda ctx: Result.ok("x"))
+    assert "\033[" not in out.getvalue()
+
+
+def test_colour_on_a_tty() -> None:
+    out = Tty()
+    p = Play("t", out=out)
+    p.run("a", lambda ctx: Result.changed("x"))
+    assert "\033[33m" in out.getvalue()
+    assert "\033[0m" in out.getvalue()
+
+
+def test_empty_play_recap() -> None:
+    p, _ = play("down")
+    assert p.recap() == "RECAP [down] ok=0 changed=0 failed=0 skipped=0"
+    assert not p.failed
