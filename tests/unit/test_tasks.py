@@ -1,0 +1,135 @@
+"""The Invoke entry point (tasks.py): MockContext tests and `invoke --list`."""
+
+from __future__ import annotations
+
+import inspect
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from invoke import Collection, Exit, MockContext, Result, Task
+
+import tasks
+
+ROOT = Path(__file__).resolve().parents[2]
+INVOKE = Path(sys.executable).parent / "invoke"
+PYTEST = re.compile(r".* -m pytest\b.*")
+
+
+def all_tasks() -> dict[str, Task]:  # type: ignore[type-arg]
+    ns = Collection.from_module(tasks)
+    return {name: ns[name] for name in ns.task_names}
+
+
+def ran(c: MockContext) -> str:
+    assert c.run.call_count == 1  # type: ignore[attr-defined]
+    command: str = c.run.call_args.args[0]  # type: ignore[attr-defined]
+    return command
+
+
+def test_test_task_runs_pytest() -> None:
+    c = MockContext(run={PYTEST: Result("1 passed")}, repeat=True)
+    tasks.test(c)
+    command = ran(c)
+    argv = shlex.split(command)
+    assert argv[:3] == [sys.executable, "-m", "pytest"]
+    assert "-k" not in argv
+    assert c.run.call_args.kwargs.get("pty") is False  # type: ignore[attr-defined]
+
+
+def test_test_task_passes_k_and_args() -> None:
+    c = MockContext(run={PYTEST: Result()}, repeat=True)
+    tasks.test(c, k="contract and not slow", args="-x --basetemp=/tmp/bt")
+    argv = shlex.split(ran(c))
+    i = argv.index("-k")
+    assert argv[i + 1] == "contract and not slow"
+    assert argv[-2:] == ["-x", "--basetemp=/tmp/bt"]
+
+
+def test_test_task_exact_command_with_mock_context() -> None:
+    expected = f"{sys.executable} -m pytest -k 'unit' -q"
+    c = MockContext(run={expected: Result("ok")})
+    tasks.test(c, k="unit", args="-q")  # MockContext raises NotImplementedError otherwise
+    assert ran(c) == expected
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG: tasks.test wraps -k in single quotes by hand; an expression holding a "
+    "quote breaks the shell command (should use shlex.quote)",
+)
+def test_test_task_quotes_k_safely() -> None:
+    c = MockContext(run={PYTEST: Result()}, repeat=True)
+    tasks.test(c, k="test_it's_fine")
+    argv = shlex.split(ran(c))
+    assert argv[argv.index("-k") + 1] == "test_it's_fine"
+
+
+@pytest.mark.parametrize("name", ["deploy", "down", "status"])
+def test_unknown_env_exits_naming_the_file(name: str) -> None:
+    c = MockContext()
+    with pytest.raises(Exit) as info:
+        getattr(tasks, name)(c, env="no-such-env")
+    message = str(info.value.message)
+    assert str(ROOT / "environments" / "no-such-env.toml") in message
+    assert "not found" in message
+    assert "local" in message  # the known environments are listed
+    assert info.value.code != 0
+
+
+def test_bad_env_path_exits_naming_the_file(tmp_path: Path) -> None:
+    missing = tmp_path / "nope.toml"
+    with pytest.raises(Exit) as info:
+        tasks.deploy(MockContext(), env=str(missing))
+    assert str(missing) in str(info.value.message)
+
+
+def test_invalid_env_file_exits_naming_file_and_key(tmp_path: Path) -> None:
+    bad = tmp_path / "broken.toml"
+    bad.write_text('[restate]\nruntime = "podman"\n')
+    with pytest.raises(Exit) as info:
+        tasks.status(MockContext(), env=str(bad))
+    message = str(info.value.message)
+    assert str(bad) in message
+    assert "restate." in message
+
+
+def test_bad_env_name_exits() -> None:
+    with pytest.raises(Exit) as info:
+        tasks.down(MockContext(), env="b@d")
+    assert "b@d" in str(info.value.message)
+
+
+def test_every_task_documents_itself_and_its_options() -> None:
+    found = all_tasks()
+    assert {"deploy", "down", "status", "test"} <= set(found)
+    for name, task in found.items():
+        assert (task.__doc__ or "").strip(), f"{name} has no docstring"
+        params = [p for p in inspect.signature(task.body).parameters if p not in ("c", "ctx")]
+        for param in params:
+            assert task.help.get(param, "").strip(), f"{name} --{param} has no help"
+
+
+def test_env_default_is_local() -> None:
+    for name, task in all_tasks().items():
+        params = inspect.signature(task.body).parameters
+        if "env" in params:
+            assert params["env"].default == "local", name
+
+
+def test_invoke_list_has_one_line_help_per_task() -> None:
+    proc = subprocess.run(
+        [str(INVOKE), "--list"], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 0, proc.stderr
+    listed: dict[str, str] = {}
+    for line in proc.stdout.splitlines():
+        m = re.match(r"^  (\S+)(?:\s+(\S.*))?$", line)
+        if m:
+            listed[m.group(1)] = m.group(2) or ""
+    assert set(all_tasks()) <= set(listed), proc.stdout
+    empty = [name for name, text in listed.items() if not text.strip()]
+    assert empty == [], f"tasks without help in `invoke --list`: {empty}"
