@@ -192,6 +192,8 @@ def signature_diff(before: Signature, after: Signature) -> list[str]:
         elif name not in after:
             lines.append(f"- service {name}")
         else:
+            if before[name]["ty"] != after[name]["ty"]:
+                lines.append(f"~ service {name} ({before[name]['ty']} → {after[name]['ty']})")
             old, new = before[name]["handlers"], after[name]["handlers"]
             lines += [f"+ handler {name}/{h}" for h in sorted(set(new) - set(old))]
             lines += [f"- handler {name}/{h}" for h in sorted(set(old) - set(new))]

@@ -52,6 +52,7 @@ SCHEMA: dict[str, dict[str, Any]] = {
         "dir": "",
     },
 }
+URL_KEYS = ("restate.ingress_url", "restate.admin_url", "gateway.url")
 REQUIRED = {"restate": ("runtime", "ingress_url", "admin_url"), "service": ("mode", "url")}
 
 
@@ -218,15 +219,19 @@ def _coerce(path: Path, key: str, value: Any, default: Any) -> Any:
         return value
     if not isinstance(value, str):
         raise ConfigError(f"{path}: {key} must be a string, got {value!r}")
-    if key.endswith("_url"):
-        parts = urlsplit(value)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ConfigError(f"{path}: {key} must be an http(s) URL, got {value!r}")
-        try:
-            _ = parts.port
-        except ValueError:
-            raise ConfigError(f"{path}: {key} has a bad port: {value!r}") from None
+    if key in URL_KEYS:
+        _check_url(path, key, value)
     return value
+
+
+def _check_url(path: Path, key: str, value: str) -> None:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(f"{path}: {key} must be an http(s) URL, got {value!r}")
+    try:
+        _ = parts.port
+    except ValueError:
+        raise ConfigError(f"{path}: {key} has a bad port: {value!r}") from None
 
 
 def _check_choices(path: Path, settings: dict[str, dict[str, Any]]) -> None:
@@ -241,11 +246,9 @@ def _check_choices(path: Path, settings: dict[str, dict[str, Any]]) -> None:
                 f"{path}: {key[0]}.{key[1]} must be one of {', '.join(choices)}, got {value!r}"
             )
     url = settings["service"]["url"]
-    parts = urlsplit(url)
     if settings["service"]["mode"] == "connect":
         return
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ConfigError(f"{path}: service.url must be an http(s) URL, got {url!r}")
+    _check_url(path, "service.url", url)
 
 
 def _secrets(root: Path, name: str) -> dict[str, str]:

@@ -130,12 +130,12 @@ class Gateway:
         """Change latency or start an outage (`outage_seconds`, 0 ends it)."""
         if "latency_ms" in body:
             value = body["latency_ms"]
-            if not isinstance(value, int | float) or value < 0:
+            if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
                 return 400, {"error": "latency_ms must be a number >= 0"}
             self.latency_ms = float(value)
         if "outage_seconds" in body:
             value = body["outage_seconds"]
-            if not isinstance(value, int | float) or value < 0:
+            if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
                 return 400, {"error": "outage_seconds must be a number >= 0"}
             self.outage_until = time.monotonic() + float(value)
         return 200, self.config()

@@ -65,6 +65,7 @@ class ProcessInfo:
     fingerprint: str | None
     log: Path
     stop_timeout: float = 15.0
+    reused: bool = False  # the PID now belongs to another program: never signal it
 
 
 def port_open(host: str, port: int, timeout: float = 0.3) -> bool:
@@ -114,16 +115,16 @@ def pid_alive(pid: int) -> bool:
 
 def group_alive(pgid: int) -> bool:
     """True while any live, non-zombie process belongs to process group `pgid`."""
-    if pid_alive(pgid):
-        return True
+    found = False
     for stat in Path("/proc").glob("[0-9]*/stat"):
+        found = True
         try:
             fields = stat.read_text().rsplit(")", 1)[-1].split()
         except OSError:
             continue
         if int(fields[2]) == pgid and fields[0] != "Z":
             return True
-    return False
+    return pid_alive(pgid) if not found else False
 
 
 class ProcessManager:
@@ -150,8 +151,11 @@ class ProcessManager:
             stop_timeout = float(data.get("stop_timeout", 15.0))
         except (OSError, ValueError, KeyError, TypeError):
             command, stop_timeout = "", 15.0
-        alive = pid is not None and pid_alive(pid) and _runs(pid, command)
-        return ProcessInfo(name, pid, alive, fingerprint, self.log_file(name), stop_timeout)
+        live = pid is not None and pid_alive(pid)
+        reused = live and pid is not None and not _runs(pid, command)
+        return ProcessInfo(
+            name, pid, live and not reused, fingerprint, self.log_file(name), stop_timeout, reused
+        )
 
     def known(self) -> list[str]:
         """Names of every process with a PID file."""
@@ -219,26 +223,19 @@ class ProcessManager:
         )
 
     def stop(self, name: str, timeout: float | None = None) -> bool:
-        """Stop a managed process and its group; True if something was running."""
+        """Stop a managed process and its whole group; True if its leader was running.
+
+        A dead leader's orphans (still in its group) are stopped too; a PID that now
+        belongs to another program is left alone."""
         info = self.info(name)
         self.pid_file(name).unlink(missing_ok=True)
-        if info.pid is None:
+        if info.pid is None or info.reused:
             return False
-        if not info.alive:
-            # The leader may be gone while its group is still dying (after a kill).
-            while group_alive(info.pid):
-                time.sleep(0.05)
-            return False
-        _signal_group(info.pid, signal.SIGTERM)
-        deadline = time.monotonic() + (info.stop_timeout if timeout is None else timeout)
-        while time.monotonic() < deadline and group_alive(info.pid):
-            time.sleep(0.05)
         if group_alive(info.pid):
-            _signal_group(info.pid, signal.SIGKILL)
-            while group_alive(info.pid):
-                time.sleep(0.05)
+            wait = info.stop_timeout if timeout is None else timeout
+            _terminate_group(info.pid, wait, name)
         _reap(info.pid)
-        return True
+        return info.alive
 
     def kill(self, name: str, sig: int = signal.SIGKILL) -> int | None:
         """Send `sig` to a managed process (fault injection); keeps its PID file."""
@@ -264,6 +261,21 @@ def _runs(pid: int, command: str) -> bool:
     except OSError:
         return True  # no /proc: trust the PID file
     return not command or Path(command).name.encode() in cmdline
+
+
+def _terminate_group(pgid: int, wait: float, name: str) -> None:
+    """SIGTERM the group, SIGKILL what is left after `wait` seconds."""
+    _signal_group(pgid, signal.SIGTERM)
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline and group_alive(pgid):
+        time.sleep(0.05)
+    if group_alive(pgid):
+        _signal_group(pgid, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and group_alive(pgid):
+            time.sleep(0.05)
+        if group_alive(pgid):
+            raise ProcessError(f"{name}: process group {pgid} survived SIGKILL")
 
 
 def _signal_group(pid: int, sig: int) -> None:

@@ -8,6 +8,7 @@ import shutil
 import sys
 import time
 from functools import cached_property
+from pathlib import Path
 from typing import TextIO
 
 from ops.admin import AdminClient, IngressClient, signature, signature_diff
@@ -15,6 +16,7 @@ from ops.environments import Environment
 from ops.errors import ApiError, NexusError, NotConverged
 from ops.processes import ProcessManager, ProcessSpec, http_ready
 from ops.runtimes import ServerRuntime, ensure_process, runtime_for, stop_step
+from ops.signing import ensure_key_pair
 from ops.steps import Context, Play, Result, StepFn
 
 GATEWAY = "gateway"
@@ -73,13 +75,52 @@ class Stack:
             "NEXUS_HOLD_SECONDS": f"{self.env.get('service', 'hold_seconds'):g}",
             "NEXUS_MAIL_OUTBOX": str(self.outbox),
         }
+        kid = self.identity_key()
+        if kid:
+            values["NEXUS_IDENTITY_KEYS"] = kid
         return values
+
+    @property
+    def signing_dir(self) -> Path:
+        return self.env.state_dir / "signing"
+
+    @property
+    def local_signing(self) -> bool:
+        """The toolkit makes the key pair (local runtimes) rather than reading it."""
+        return self.env.runtime != "external"
+
+    def identity_key(self) -> str | None:
+        """The public key the service accepts requests from, when signing is on."""
+        if not self.env.get("service", "signing"):
+            return None
+        if self.local_signing:
+            kid_file = self.signing_dir / "public.txt"
+            return kid_file.read_text().strip() if kid_file.is_file() else None
+        variable = str(self.env.get("service", "identity_key_env")) or "RESTATE_IDENTITY_KEY"
+        return self.env.require_secret(variable, "request signing needs the server's public key")
+
+    def signing_step(self, ctx: Context) -> Result:
+        """An ed25519 key pair for local servers; the public key id for Cloud."""
+        if not self.env.get("service", "signing"):
+            return Result.skipped("request signing off")
+        if not self.local_signing:
+            kid = self.identity_key()
+            return Result.ok(f"service accepts calls signed by {kid}")
+        if (self.signing_dir / "private.pem").is_file():
+            _, kid, _ = ensure_key_pair(self.signing_dir)
+            return Result.ok(f"key pair present ({kid})")
+        if ctx.check:
+            return Result.changed(f"would generate an ed25519 key pair in {self.signing_dir}")
+        _, kid, _ = ensure_key_pair(self.signing_dir)
+        return Result.changed(f"generated key pair {kid} in {self.signing_dir}")
 
     @property
     def outbox(self) -> str:
         return str(self.env.state_dir / "outbox")
 
     def service_spec(self) -> ProcessSpec:
+        if self.env.service_mode == "connect":
+            return self.connect_spec()
         svc = self.env.service
         return ProcessSpec(
             name=SERVICE,
@@ -89,6 +130,24 @@ class Stack:
             ready=http_ready(f"{svc.url}/health"),
             env=self.service_env(),
             # Hypercorn waits on Restate's open HTTP/2 streams; a kill is safe: Restate replays.
+            stop_timeout=3.0,
+        )
+
+    def connect_spec(self) -> ProcessSpec:
+        """`python -m restate connect`: an outbound tunnel to Restate Cloud, no port."""
+        name = str(self.env.get("service", "connect_name"))
+        key_var = str(self.env.get("service", "connect_key_env"))
+        key = self.env.require_secret(key_var, "service mode connect needs a connect key")
+        started = time.monotonic()
+        return ProcessSpec(
+            name=SERVICE,
+            argv=[sys.executable, "-m", "restate", "connect", "service.app:app", "--name", name],
+            cwd=self.env.root,
+            ports=[],
+            # No port to probe: ready once it has stayed up for two seconds.
+            ready=lambda: time.monotonic() - started > 2.0,
+            env=self.service_env(),
+            secret_env={"RESTATE_CONNECT_KEY": key},
             stop_timeout=3.0,
         )
 
@@ -165,7 +224,9 @@ class Stack:
         return Result.ok(f"Ticket/{SMOKE_TICKET}/get → {resp.json()['status']} in {took:.0f} ms")
 
     def deploy_steps(self) -> list[tuple[str, StepFn]]:
+        signing = [("signing", self.signing_step)] if self.env.get("service", "signing") else []
         return [
+            *signing,
             *self.runtime.deploy_steps(),
             ("gateway", self.gateway_step),
             ("service", self.service_step),

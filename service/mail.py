@@ -20,15 +20,20 @@ from service.models import MailRequest
 mailer = restate.Service("Mailer")
 
 
+def _slug(text: str) -> str:
+    """Letters, digits, - and _ only: safe in file names and mail addresses."""
+    return "".join(c if (c.isascii() and c.isalnum()) or c in "-_" else "_" for c in text)
+
+
 def _file_name(booking_id: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_" else "_" for c in booking_id) + ".eml"
+    return _slug(booking_id) + ".eml"
 
 
 def compose(req: MailRequest) -> EmailMessage:
     """The confirmation message for one booking."""
     msg = EmailMessage()
     msg["From"] = "Nexus Tickets <tickets@nexus.invalid>"
-    msg["To"] = f"{req.user_id}@users.nexus.invalid"
+    msg["To"] = f"{_slug(req.user_id)}@users.nexus.invalid"
     msg["Subject"] = f"Booking confirmed: {req.ticket_id}"
     msg["Message-ID"] = f"<{req.booking_id}@nexus.invalid>"
     msg["X-Nexus-Booking"] = req.booking_id

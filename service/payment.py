@@ -70,8 +70,15 @@ async def charge(
             if resp.status_code == 200:
                 charge_id = str(resp.json().get("id", ""))
                 return ChargeOutcome(status="succeeded", charge_id=charge_id, attempts=attempt)
-            if not is_retryable(resp.status_code):
+            if resp.status_code == 402:
                 return ChargeOutcome(status="declined", detail=_reason(resp), attempts=attempt)
+            if not is_retryable(resp.status_code):
+                # 400/401/404...: the gateway refuses the request itself (misconfiguration).
+                return ChargeOutcome(
+                    status="gateway_error",
+                    detail=f"gateway rejected the request: HTTP {resp.status_code}",
+                    attempts=attempt,
+                )
             last = f"HTTP {resp.status_code}"
         log.warning("charge attempt %d/%d failed: %s", attempt, settings.payment_attempts, last)
         if attempt <= len(delays):

@@ -25,6 +25,8 @@ def parse_json(body: bytes, *, allow_empty: bool = False) -> Any:
         return json.loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise bad_request(f"Request body is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise bad_request("Request body is nested too deeply") from None
 
 
 def require_object(value: Any) -> dict[str, Any]:
@@ -44,6 +46,8 @@ def check_id(field: str, value: Any) -> str:
         raise bad_request(f"Field '{field}' must not be empty")
     if len(value) > MAX_ID_LENGTH:
         raise bad_request(f"Field '{field}' is longer than {MAX_ID_LENGTH} characters")
+    if any(ord(c) < 0x20 or 0x7F <= ord(c) < 0xA0 or 0xD800 <= ord(c) < 0xE000 for c in value):
+        raise bad_request(f"Field '{field}' contains control or surrogate characters")
     return value
 
 
@@ -54,8 +58,12 @@ def optional_id(field: str, body: dict[str, Any], default: str) -> str:
 
 def user_id_from(body: bytes, *, required: bool) -> str | None:
     """The userId of a Ticket call: a JSON string or `{"userId": ...}`."""
+    if required and not body.strip():
+        raise bad_request('Missing field \'userId\': send "user" or {"userId": "user"}')
     value = parse_json(body, allow_empty=not required)
     if value is None:
+        if required:
+            raise bad_request("Missing field 'userId'")
         return None
     if isinstance(value, dict):
         if "userId" not in value and not required:

@@ -17,7 +17,9 @@ from ops.stack import Stack, deploy, down
 EnvFactory = Callable[..., Environment]
 
 
-def env_toml(state_dir: Path, *, hold_seconds: float = 900, extra: str = "", **sections: str) -> str:
+def env_toml(
+    state_dir: Path, *, hold_seconds: float = 900, extra: str = "", **sections: str
+) -> str:
     """An environment file with every port free right now and state under `state_dir`."""
     ingress, admin, node, svc, gw = (free_port() for _ in range(5))
     return f"""

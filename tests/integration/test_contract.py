@@ -103,7 +103,11 @@ def test_reserved_seat_answers_409_currently_reserved(stack: Stack) -> None:
 
 
 def test_fresh_seat_is_available(stack: Stack) -> None:
-    assert ticket(stack, seat()) == {"status": "AVAILABLE", "reservedBy": None, "reservedUntil": None}
+    assert ticket(stack, seat()) == {
+        "status": "AVAILABLE",
+        "reservedBy": None,
+        "reservedUntil": None,
+    }
 
 
 def test_get_accepts_an_empty_body_and_an_empty_object(stack: Stack) -> None:
@@ -111,7 +115,11 @@ def test_get_accepts_an_empty_body_and_an_empty_object(stack: Stack) -> None:
     empty = stack.ingress.call("Ticket", "get", key=t)
     braces = stack.ingress.call("Ticket", "get", {}, key=t)
     assert empty.status_code == braces.status_code == 200
-    assert empty.json() == braces.json() == {"status": "AVAILABLE", "reservedBy": None, "reservedUntil": None}
+    assert (
+        empty.json()
+        == braces.json()
+        == {"status": "AVAILABLE", "reservedBy": None, "reservedUntil": None}
+    )
 
 
 def test_twenty_concurrent_buyers_one_winner(stack: Stack) -> None:
@@ -198,8 +206,15 @@ def test_bad_input_is_a_quick_400_naming_the_field_and_changes_nothing(
 
 def test_bad_input_to_ticket_handlers_is_400(stack: Stack) -> None:
     t = seat()
-    for handler, raw in (("reserve", b""), ("reserve", b"42"), ("reserve", b'{"userId": ""}'), ("get", b"{oops")):
-        resp = stack.ingress.call("Ticket", handler, key=t, raw=raw, headers={"Content-Type": "application/json"})
+    for handler, raw in (
+        ("reserve", b""),
+        ("reserve", b"42"),
+        ("reserve", b'{"userId": ""}'),
+        ("get", b"{oops"),
+    ):
+        resp = stack.ingress.call(
+            "Ticket", handler, key=t, raw=raw, headers={"Content-Type": "application/json"}
+        )
         assert 400 <= resp.status_code < 500, (handler, raw, resp.text)
     assert ticket(stack, t)["status"] == "AVAILABLE"
 

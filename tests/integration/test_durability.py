@@ -53,9 +53,15 @@ def test_service_killed_mid_payment_charges_once_and_mails_once(stack: Stack) ->
         before = gateway_attempts(stack)
         with ThreadPoolExecutor(1) as pool:
             answer = pool.submit(
-                stack.ingress.call, "Checkout", "process", {"ticketId": t, "userId": "rita"}, timeout=60
+                stack.ingress.call,
+                "Checkout",
+                "process",
+                {"ticketId": t, "userId": "rita"},
+                timeout=60,
             )
-            assert wait_for(lambda: gateway_attempts(stack) > before), "charge never reached the gateway"
+            assert wait_for(lambda: gateway_attempts(stack) > before), (
+                "charge never reached the gateway"
+            )
             killed = stack.procs.kill(SERVICE)
             assert killed is not None
             stack.procs.stop(SERVICE)

@@ -82,12 +82,18 @@ def test_taken_port_is_a_clear_failure(make_env: EnvFactory) -> None:
 
 def test_broken_environment_file_names_file_and_key(tmp_path: Path) -> None:
     bad = tmp_path / "broken.toml"
-    bad.write_text('[restate]\nruntime = "binary"\ningress_url = "http://127.0.0.1:1"\n'
-                   'admin_url = "http://127.0.0.1:2"\nflavour = "x"\n[service]\nmode = "process"\n'
-                   'url = "http://127.0.0.1:3"\n')
+    bad.write_text(
+        '[restate]\nruntime = "binary"\ningress_url = "http://127.0.0.1:1"\n'
+        'admin_url = "http://127.0.0.1:2"\nflavour = "x"\n[service]\nmode = "process"\n'
+        'url = "http://127.0.0.1:3"\n'
+    )
     proc = subprocess.run(
         [sys.executable, "-m", "invoke", "deploy", "--env", str(bad)],
-        cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=60, check=False,
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     assert proc.returncode != 0
     assert str(bad) in proc.stderr and "restate.flavour" in proc.stderr
@@ -102,7 +108,11 @@ def test_changed_handler_set_triggers_reregistration(make_env: EnvFactory) -> No
         stack.procs.stop(SERVICE)
         normal = stack.service_spec()
         variant = dataclasses.replace(
-            normal, argv=[a.replace("service.app:app", "tests.integration.variant_app:app") for a in normal.argv]
+            normal,
+            argv=[
+                a.replace("service.app:app", "tests.integration.variant_app:app")
+                for a in normal.argv
+            ],
         )
         stack.procs.start(variant)
         result = stack.registration_step(Context(show_diff=True))

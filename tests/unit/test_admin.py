@@ -31,14 +31,16 @@ class Recorder:
         return self.requests[-1]
 
 
-def admin(handler: Callable[[httpx.Request], httpx.Response], token: str | None = TOKEN,
-          url: str = ADMIN) -> tuple[AdminClient, Recorder]:
+def admin(
+    handler: Callable[[httpx.Request], httpx.Response], token: str | None = TOKEN, url: str = ADMIN
+) -> tuple[AdminClient, Recorder]:
     rec = Recorder(handler)
     return AdminClient(url, token, transport=httpx.MockTransport(rec)), rec
 
 
-def ingress(handler: Callable[[httpx.Request], httpx.Response] | None = None,
-            token: str | None = None) -> tuple[IngressClient, Recorder]:
+def ingress(
+    handler: Callable[[httpx.Request], httpx.Response] | None = None, token: str | None = None
+) -> tuple[IngressClient, Recorder]:
     rec = Recorder(handler or (lambda r: httpx.Response(200, json="ok")))
     return IngressClient(INGRESS, token, transport=httpx.MockTransport(rec)), rec
 
@@ -278,8 +280,13 @@ def svc(name: str, *handlers: tuple[str, str], ty: str = "VirtualObject") -> dic
         "name": name,
         "ty": ty,
         "handlers": [
-            {"name": h, "ty": kind, "public": True, "input_description": "bytes",
-             "output_description": "json"}
+            {
+                "name": h,
+                "ty": kind,
+                "public": True,
+                "input_description": "bytes",
+                "output_description": "json",
+            }
             for h, kind in handlers
         ],
     }
@@ -326,11 +333,6 @@ def test_signature_diff_service_without_handlers() -> None:
     assert lines == ["+ service Empty ()"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: signature_diff ignores a service's type: Service -> VirtualObject with the "
-    "same handlers makes signatures differ (deploy re-registers) but the diff is empty",
-)
 def test_signature_diff_shows_service_type_change() -> None:
     before = signature([svc("Ticket", ("get", "Shared"), ty="Service")])
     after = signature([svc("Ticket", ("get", "Shared"), ty="VirtualObject")])

@@ -90,13 +90,9 @@ def test_unicode_ids_are_delivered(tmp_path: Path) -> None:
     assert "Zoë" in msg.get_content()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: check_id accepts ids with CR/LF, ',' or '<...>'; compose() puts the raw "
-    "userId into the To header: a newline makes deliver raise ValueError (retried 20 "
-    "times, then the mail is lost) and ',' or '<x>' address the mail to someone else",
+@pytest.mark.parametrize(
+    "user_id", ["bob\nBcc: eve@evil.example", "eve@evil.example, bob", "x<eve@evil.example>"]
 )
-@pytest.mark.parametrize("user_id", ["bob\nBcc: eve@evil.example", "eve@evil.example, bob", "x<eve@evil.example>"])
 def test_any_accepted_user_id_mails_exactly_that_user(tmp_path: Path, user_id: str) -> None:
     try:
         check_id("userId", user_id)

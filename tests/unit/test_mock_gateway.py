@@ -252,7 +252,8 @@ def test_admin_config_latency(gw: Gateway) -> None:
 
 
 @pytest.mark.parametrize(
-    "body", [{"latency_ms": -1}, {"latency_ms": "fast"}, {"outage_seconds": -2}, {"outage_seconds": None}]
+    "body",
+    [{"latency_ms": -1}, {"latency_ms": "fast"}, {"outage_seconds": -2}, {"outage_seconds": None}],
 )
 def test_admin_config_rejects_bad_values(gw: Gateway, body: dict[str, Any]) -> None:
     async def go(c: httpx.AsyncClient) -> httpx.Response:

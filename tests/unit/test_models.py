@@ -87,7 +87,9 @@ def test_view_of_available_ticket_has_nulls() -> None:
 
 def test_state_accepts_field_names_and_aliases() -> None:
     by_alias = TicketState(reservedBy="bob", reservedUntil=5, holdId="h")
-    by_name = TicketState(reserved_by="bob", reserved_until=5, hold_id="h")
+    by_name = TicketState.model_validate(
+        {"reserved_by": "bob", "reserved_until": 5, "hold_id": "h"}
+    )
     assert by_alias == by_name
     assert by_alias.reserved_by == "bob"
 

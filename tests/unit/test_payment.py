@@ -100,13 +100,21 @@ def test_decline_is_one_attempt() -> None:
         (httpx.Response(402, json={"message": "insufficient funds"}), "insufficient funds"),
         (httpx.Response(402, text="<html>no</html>"), "HTTP 402"),
         (httpx.Response(402, json=["x"]), "HTTP 402"),
-        (httpx.Response(400, json={}), "HTTP 400"),
     ],
 )
 def test_decline_detail(answer: httpx.Response, detail: str) -> None:
     out = charge(Recorder(answer))
     assert out.status == "declined"
     assert out.detail == detail
+
+
+@pytest.mark.parametrize("status", [400, 401, 404])
+def test_other_4xx_is_a_gateway_problem_not_a_decline(status: int) -> None:
+    rec = Recorder(httpx.Response(status, json={}))
+    out = charge(rec)
+    assert out.status == "gateway_error"
+    assert f"HTTP {status}" in out.detail
+    assert len(rec.requests) == 1
 
 
 def test_503_then_200_succeeds_on_second_attempt() -> None:
@@ -199,7 +207,9 @@ def test_refund() -> None:
         return httpx.Response(200, json={"status": "refunded"})
 
     result = asyncio.run(
-        payment.refund(SETTINGS, idempotency_key="checkout-k", transport=httpx.MockTransport(handler))
+        payment.refund(
+            SETTINGS, idempotency_key="checkout-k", transport=httpx.MockTransport(handler)
+        )
     )
     assert result == "refunded"
     assert seen[0].method == "POST"

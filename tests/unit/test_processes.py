@@ -38,8 +38,7 @@ SERVER = (
 PARENT = (
     "import subprocess, sys, pathlib\n"
     "g = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])\n"
-    "pathlib.Path(sys.argv[2]).write_text(str(g.pid))\n"
-    + SERVER
+    "pathlib.Path(sys.argv[2]).write_text(str(g.pid))\n" + SERVER
 )
 
 
@@ -52,8 +51,9 @@ def wait_until(probe: Callable[[], bool], timeout: float = 5.0) -> bool:
     return probe()
 
 
-def server_spec(tmp_path: Path, port: int, name: str = "web", code: str = SERVER,
-                *extra: str) -> ProcessSpec:
+def server_spec(
+    tmp_path: Path, port: int, name: str = "web", code: str = SERVER, *extra: str
+) -> ProcessSpec:
     return ProcessSpec(
         name=name,
         argv=[sys.executable, "-c", code, str(port), *extra],
@@ -195,7 +195,7 @@ def test_not_ready_in_time_is_stopped(procs: ProcessManager, tmp_path: Path) -> 
         ready=lambda: False,
         ready_timeout=0.3,
     )
-    with pytest.raises(ProcessError, match="not ready within 0.3s") as info:
+    with pytest.raises(ProcessError, match=r"not ready within 0\.3s") as info:
         procs.start(spec)
     assert info.value.log == procs.log_file("slow")
     assert not procs.pid_file("slow").exists()
@@ -244,12 +244,19 @@ def test_stale_pid_file(procs: ProcessManager) -> None:
     assert not procs.pid_file("old").exists()
 
 
-def stop_within(procs: ProcessManager, name: str, seconds: float, cleanup: Callable[[], None]) -> bool:
+def stop_within(
+    procs: ProcessManager, name: str, seconds: float, cleanup: Callable[[], None]
+) -> bool:
     """Run `procs.stop(name)` in a thread; True if it returned within `seconds`.
 
     `cleanup` runs either way, so a hanging stop is released before the test ends."""
     done = threading.Event()
-    thread = threading.Thread(target=lambda: (procs.stop(name, timeout=2.0), done.set()))
+
+    def run() -> None:
+        procs.stop(name, timeout=2.0)
+        done.set()
+
+    thread = threading.Thread(target=run)
     thread.start()
     try:
         return done.wait(seconds)
@@ -258,12 +265,6 @@ def stop_within(procs: ProcessManager, name: str, seconds: float, cleanup: Calla
         thread.join(10)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: stop() of a PID file whose PID now runs another program (PID reuse) "
-    "waits in `while group_alive(pid)` with no deadline, and group_alive() is true "
-    "for any live process with that PID: `down` hangs until the stranger exits",
-)
 def test_stop_with_reused_pid_returns_at_once(procs: ProcessManager) -> None:
     other = subprocess.Popen(["sleep", "30"])
 
@@ -297,12 +298,6 @@ def test_pid_file_of_another_program_is_not_ours(procs: ProcessManager) -> None:
         procs.pid_file("x").unlink(missing_ok=True)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: when the group leader died but left children behind (a crashed wrapper, "
-    "e.g. restate-server's Node launcher), stop() only waits for the group to die and "
-    "never signals it: it hangs forever and leaves the orphans running",
-)
 def test_stop_kills_orphans_of_a_dead_leader(procs: ProcessManager, tmp_path: Path) -> None:
     port = free_port()
     grandchild_file = tmp_path / "grandchild.pid"

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import io
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
+from ops import steps
 from ops.errors import ConfigError, NexusError, NotConverged
 from ops.steps import Context, Play, Result, Status
 
@@ -91,8 +94,6 @@ def test_failure_skips_later_steps(error: NexusError) -> None:
 
 
 def test_failure_message_includes_log() -> None:
-    from pathlib import Path
-
     p, out = play()
 
     def fails(ctx: Context) -> Result:
@@ -132,7 +133,9 @@ def test_check_mode_label_and_context() -> None:
 
 def test_diff_hidden_without_show_diff() -> None:
     p, out = play()
-    p.run("config", lambda ctx: Result.changed("rewrote", ["- partitions = 24", "+ partitions = 4"]))
+    p.run(
+        "config", lambda ctx: Result.changed("rewrote", ["- partitions = 24", "+ partitions = 4"])
+    )
     text = out.getvalue()
     assert "partitions" not in text
     assert len(lines(out)) == 2
@@ -140,7 +143,9 @@ def test_diff_hidden_without_show_diff() -> None:
 
 def test_diff_shown_with_show_diff() -> None:
     p, out = play(show_diff=True)
-    p.run("config", lambda ctx: Result.changed("rewrote", ["- partitions = 24", "+ partitions = 4"]))
+    p.run(
+        "config", lambda ctx: Result.changed("rewrote", ["- partitions = 24", "+ partitions = 4"])
+    )
     text = lines(out)
     assert len(text) == 4
     assert text[2].strip() == "- partitions = 24"
@@ -181,3 +186,23 @@ def test_empty_play_recap() -> None:
     p, _ = play("down")
     assert p.recap() == "RECAP [down] ok=0 changed=0 failed=0 skipped=0"
     assert not p.failed
+
+
+class FakeClock:
+    def __init__(self, *readings: float) -> None:
+        self._readings: Iterator[float] = iter(readings)
+
+    def monotonic(self) -> float:
+        return next(self._readings)
+
+
+def test_slow_steps_show_their_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    p, out = play()
+    monkeypatch.setattr(steps, "time", FakeClock(10.0, 12.25, 20.0, 20.1))
+    slow = p.run("server", lambda ctx: Result.changed("started"))
+    fast = p.run("gateway", lambda ctx: Result.ok("running"))
+    assert slow.seconds == pytest.approx(2.25)
+    assert fast.seconds == pytest.approx(0.1)
+    text = lines(out)
+    assert text[1].endswith("started  (2.2s)") or text[1].endswith("started  (2.3s)")
+    assert text[2].endswith("running")

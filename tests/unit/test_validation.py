@@ -148,12 +148,6 @@ def test_user_id_from_optional_null_is_absent() -> None:
     assert user_id_from(b"null", required=False) is None
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: user_id_from(b'null', required=True) returns None instead of a 400; "
-    "Ticket.reserve then fails its `assert user_id is not None` with an AssertionError, "
-    "a non-terminal exception Restate retries",
-)
 def test_user_id_from_required_null_is_a_400() -> None:
     err = expect_400(user_id_from, b"null", required=True)
     assert "userId" in err.message
@@ -224,21 +218,11 @@ def test_parse_checkout_checks_ticket_before_user() -> None:
     assert "ticketId" in err.message
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: deeply nested JSON makes json.loads raise RecursionError, which "
-    "parse_json does not catch: a non-terminal exception Restate retries for minutes",
-)
 @pytest.mark.parametrize("raw", [b"[" * 100_000, b'{"a":' * 100_000])
 def test_deeply_nested_json_is_a_400(raw: bytes) -> None:
     expect_400(parse_checkout, raw)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a lone surrogate (JSON escape \\ud800) is accepted as an id, but it is "
-    "not valid Unicode: encoding it (Restate key, state, pydantic JSON) raises later",
-)
 @pytest.mark.parametrize("field", ["ticketId", "userId"])
 def test_ids_with_lone_surrogates_are_rejected_or_encodable(field: str) -> None:
     data = {**GOOD, field: "PLACEHOLDER"}
