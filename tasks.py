@@ -8,7 +8,9 @@ from pathlib import Path
 
 from invoke import Context, Exit, task
 
+from ops import audit as audit_mod
 from ops import environments, scenarios
+from ops import load as loadrun
 from ops.errors import NexusError
 from ops.stack import deploy as deploy_play
 from ops.stack import down as down_play
@@ -66,6 +68,62 @@ def test_all(c: Context, env: str = "local", junit: str = "") -> None:
     """Run the contract scenarios through the environment's ingress (with its token)."""
     outcomes = scenarios.test_all(_env(env), junit=Path(junit) if junit else None)
     if any(o.status == "failed" for o in outcomes):
+        raise Exit(code=1)
+
+
+@task(
+    help={
+        "env": ENV_HELP,
+        "vus": "virtual users (default 10)",
+        "duration": "hold duration, k6 format (default 30s)",
+        "script": "checkout (default), hot-seat, or a path to a .js file",
+        "seats": "seats to pick from at random (default 100)",
+        "ramp": "ramp-up and ramp-down time (default 2s)",
+        "out": "write the JSON summary (with the audit) to this file",
+        "report": "write k6's HTML dashboard report to this file",
+    }
+)
+def load(
+    c: Context,
+    env: str = "local",
+    vus: int = 10,
+    duration: str = "30s",
+    script: str = "checkout",
+    seats: int = 100,
+    ramp: str = "2s",
+    out: str = "",
+    report: str = "",
+) -> None:
+    """Run a k6 load through the environment's ingress, then audit what it booked."""
+    environment = _env(env)
+    try:
+        result = loadrun.run_load(
+            environment,
+            vus=vus,
+            duration=duration,
+            script=script,
+            seats=seats,
+            ramp=ramp,
+            report_html=Path(report) if report else None,
+        )
+    except NexusError as exc:
+        raise Exit(f"error: {exc}", code=1) from None
+    loadrun.print_result(result)
+    if out:
+        loadrun.write_json(result.to_dict(), Path(out))
+    if not result.ok:
+        raise Exit("load failed: unexpected answers, a crossed threshold or a failed audit", code=1)
+
+
+@task(help={"env": ENV_HELP, "prefix": "only seats whose id starts with this"})
+def audit(c: Context, env: str = "local", prefix: str = "") -> None:
+    """Check the booking invariants in Restate's state and the gateway's charges."""
+    try:
+        report = audit_mod.audit(_env(env), prefix=prefix)
+    except NexusError as exc:
+        raise Exit(f"error: {exc}", code=1) from None
+    print("\n".join(report.lines()))
+    if not report.ok:
         raise Exit(code=1)
 
 

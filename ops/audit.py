@@ -1,0 +1,157 @@
+"""Booking invariants, read from Restate's own state (admin `POST /query`) and the
+payment gateway's charge list.
+
+- no seat held by two buyers, and no SOLD seat without a holder;
+- every SOLD seat has exactly one live (unrefunded) charge, by its holder;
+- no seat RESERVED past its hold (beyond a grace for timer delivery);
+- no live charge left for a seat that is not SOLD to the payer.
+Where the gateway cannot list charges, only the state invariants are checked."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from ops.admin import AdminClient
+from ops.environments import Environment
+from ops.errors import ApiError
+from service.models import TICKET, TicketState, TicketStatus
+
+HOLD_GRACE_MS = 5_000
+
+
+@dataclass
+class AuditReport:
+    """What was checked, and every violation found."""
+
+    checked: dict[str, int] = field(default_factory=dict)
+    violations: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.violations
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"ok": self.ok, **self.checked, "violations": self.violations, "notes": self.notes}
+
+    def lines(self) -> list[str]:
+        head = "audit ok" if self.ok else f"audit FAILED: {len(self.violations)} violation(s)"
+        figures = ", ".join(f"{k}={v}" for k, v in self.checked.items())
+        return [
+            f"{head} ({figures})",
+            *(f"  note: {n}" for n in self.notes),
+            *(f"  violation: {v}" for v in self.violations),
+        ]
+
+
+def read_tickets(admin: AdminClient, prefix: str = "") -> dict[str, list[TicketState]]:
+    """Every Ticket object's state, by seat id (a list, so duplicates would show)."""
+    where = f"service_name = 'Ticket' AND key = '{TICKET}'"
+    if prefix:
+        escaped = prefix.replace("'", "''")
+        where += f" AND starts_with(service_key, '{escaped}')"
+    rows = admin.query(f"SELECT service_key, value_utf8 FROM state WHERE {where}")
+    seats: dict[str, list[TicketState]] = defaultdict(list)
+    for row in rows:
+        seats[str(row["service_key"])].append(
+            TicketState.model_validate(json.loads(row["value_utf8"]))
+        )
+    return seats
+
+
+def read_charges(gateway_url: str, token: str | None = None) -> list[dict[str, Any]]:
+    """The mock gateway's charge list."""
+    try:
+        resp = httpx.get(f"{gateway_url}/charges", timeout=30)
+        resp.raise_for_status()
+    except httpx.HTTPError as exc:
+        raise ApiError(f"gateway at {gateway_url} did not list its charges: {exc}") from None
+    rows: list[dict[str, Any]] = resp.json()["charges"]
+    return rows
+
+
+def check(
+    seats: dict[str, list[TicketState]],
+    charges: list[dict[str, Any]] | None,
+    *,
+    prefix: str = "",
+    now_ms: int | None = None,
+) -> AuditReport:
+    """The invariants over already-read state: pure, so it is unit-testable."""
+    now = int(time.time() * 1000) if now_ms is None else now_ms
+    report = AuditReport()
+    status = Counter(states[-1].status.value for states in seats.values())
+    report.checked = {
+        "seats": len(seats),
+        "sold": status["SOLD"],
+        "reserved": status["RESERVED"],
+        "available": status["AVAILABLE"],
+    }
+    for seat, states in sorted(seats.items()):
+        if len(states) > 1:
+            report.violations.append(f"{seat}: {len(states)} states for one seat")
+        state = states[-1]
+        if state.status is TicketStatus.SOLD and not state.reserved_by:
+            report.violations.append(f"{seat}: SOLD without a holder")
+        if (
+            state.status is TicketStatus.RESERVED
+            and state.reserved_until is not None
+            and now > state.reserved_until + HOLD_GRACE_MS
+        ):
+            late = (now - state.reserved_until) / 1000
+            report.violations.append(
+                f"{seat}: RESERVED by {state.reserved_by} {late:.0f}s past its hold"
+            )
+    if charges is None:
+        report.notes.append("the gateway cannot list charges: checked the state invariants only")
+        return report
+    live: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for charge in charges:
+        ticket = str(charge.get("ticketId") or "")
+        if (
+            ticket.startswith(prefix)
+            and charge.get("status") == "succeeded"
+            and not charge.get("refunded")
+        ):
+            live[ticket].append(charge)
+    report.checked["live_charges"] = sum(len(c) for c in live.values())
+    for seat, states in sorted(seats.items()):
+        state = states[-1]
+        if state.status is not TicketStatus.SOLD:
+            continue
+        paid = live.get(seat, [])
+        if len(paid) != 1:
+            report.violations.append(
+                f"{seat}: SOLD to {state.reserved_by} with {len(paid)} live charges"
+            )
+        elif paid[0].get("userId") != state.reserved_by:
+            report.violations.append(
+                f"{seat}: SOLD to {state.reserved_by} but charged to {paid[0].get('userId')}"
+            )
+    for ticket, paid in sorted(live.items()):
+        found = seats.get(ticket)
+        holder = found[-1].reserved_by if found and found[-1].status is TicketStatus.SOLD else None
+        for charge in paid:
+            if charge.get("userId") != holder:
+                report.violations.append(
+                    f"{ticket}: live charge {charge.get('id')} for {charge.get('userId')},"
+                    f" but the seat is {'SOLD to ' + str(holder) if holder else 'not sold'}"
+                )
+    return report
+
+
+def audit(env: Environment, *, prefix: str = "") -> AuditReport:
+    """Read state and charges of `env` and check every invariant."""
+    admin = AdminClient(env.admin.url, env.token)
+    try:
+        seats = read_tickets(admin, prefix)
+    finally:
+        admin.close()
+    charges = read_charges(env.gateway.url) if env.gateway_mode == "mock" else None
+    return check(seats, charges, prefix=prefix)
