@@ -127,6 +127,27 @@ def audit(c: Context, env: str = "local", prefix: str = "") -> None:
         raise Exit(code=1)
 
 
+@task(
+    help={
+        "env": ENV_HELP,
+        "vus": "virtual users in both phases (default 32)",
+        "duration": "length of each phase (default 20s)",
+        "out": "write the figures as JSON to this file",
+    }
+)
+def bench(
+    c: Context, env: str = "local", vus: int = 32, duration: str = "20s", out: str = ""
+) -> None:
+    """Measure no-op calls vs. full checkouts on this machine: rate, ratio, latency, CPU."""
+    try:
+        result = loadrun.bench(_env(env), vus=vus, duration=duration)
+    except NexusError as exc:
+        raise Exit(f"error: {exc}", code=1) from None
+    print("\n".join(loadrun.bench_lines(result)))
+    if out:
+        loadrun.write_json(result, Path(out))
+
+
 @task(help={"k": "only tests matching this pytest -k expression", "args": "extra pytest arguments"})
 def test(c: Context, k: str = "", args: str = "") -> None:
     """Run the whole pytest suite (unit and integration, against a real restate-server)."""

@@ -13,10 +13,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
+import httpx
+
 from ops import k6
 from ops.audit import AuditReport, audit
 from ops.environments import Environment
 from ops.errors import NexusError
+from ops.processes import ProcessSpec, free_port, http_ready
+from ops.stack import GATEWAY, HYPERCORN, SERVICE, Stack
 
 SCRIPTS = Path(__file__).resolve().parent.parent / "loadtest" / "k6"
 
@@ -138,3 +142,124 @@ def measure_cpu(pids: dict[str, int], action: Callable[[], Any]) -> tuple[Any, d
     split["k6"] = (after_kids.ru_utime + after_kids.ru_stime) - (kids.ru_utime + kids.ru_stime)
     split["wall"] = wall
     return value, split
+
+
+# --- the benchmark ------------------------------------------------------------------
+
+
+BENCH = "bench-service"
+
+
+def bench(
+    env: Environment, *, vus: int = 32, duration: str = "20s", out: TextIO | None = None
+) -> dict[str, Any]:
+    """No-op calls, then full checkouts on uncontended seats, same load; figures and CPU."""
+    stream = out or sys.stdout
+    stack = Stack(env)
+    server = stack.procs.info("restate-server")
+    if env.runtime != "binary" or not server.alive or server.pid is None:
+        raise NexusError(
+            f"bench needs a deployed local stack: run `invoke deploy --env {env.name}` first"
+        )
+    pids = {"restate-server": server.pid}
+    for name in (SERVICE, GATEWAY):
+        info = stack.procs.info(name)
+        if not info.alive or info.pid is None:
+            raise NexusError(f"{name} is not running: run `invoke deploy --env {env.name}` first")
+        pids[name] = info.pid
+    port = free_port(env.service.host)
+    spec = ProcessSpec(
+        name=BENCH,
+        argv=[
+            sys.executable,
+            "-m",
+            "hypercorn",
+            "ops.bench_service:app",
+            *HYPERCORN,
+            f"{env.service.host}:{port}",
+        ],
+        cwd=env.root,
+        ports=[(env.service.host, port)],
+        ready=http_ready(f"http://{env.service.host}:{port}/health"),
+        stop_timeout=3.0,
+    )
+    gateway_config = httpx_put(f"{env.gateway.url}/admin/config", {"latency_ms": 0})
+    bench_pid = stack.procs.start(spec)
+    deployment = stack.admin.register(
+        f"http://{env.service.host}:{port}", force=False, dry_run=False
+    )
+    try:
+        _wait_routable(stack, 20.0)
+        noop, noop_cpu = measure_cpu(
+            {"restate-server": pids["restate-server"], "service": bench_pid},
+            lambda: run_load(env, vus=vus, duration=duration, script="noop", ramp="0s", out=stream),
+        )
+        full, full_cpu = measure_cpu(
+            pids,
+            lambda: run_load(
+                env,
+                vus=vus,
+                duration=duration,
+                script="checkout",
+                ramp="0s",
+                mix="success",
+                seat_mode="unique",
+                out=stream,
+            ),
+        )
+    finally:
+        stack.admin.delete_deployment(str(deployment["id"]))
+        stack.procs.stop(BENCH)
+        httpx_put(
+            f"{env.gateway.url}/admin/config", {"latency_ms": gateway_config.get("latency_ms", 0)}
+        )
+    noop_rate = noop.summary.checkouts_per_s
+    rate = full.summary.checkouts_per_s
+    return {
+        "vus": vus,
+        "duration": duration,
+        "noop_per_s": round(noop_rate, 1),
+        "noop_p99_ms": round(noop.summary.p99_ms, 1),
+        "checkouts_per_s": round(rate, 1),
+        "ratio": round(rate / noop_rate, 3) if noop_rate else 0.0,
+        "checkout_p50_ms": round(full.summary.p50_ms, 1),
+        "checkout_p99_ms": round(full.summary.p99_ms, 1),
+        "checkout_outcomes": full.summary.outcomes,
+        "audit": full.audit.to_dict(),
+        "cpu_noop_s": {k: round(v, 2) for k, v in noop_cpu.items()},
+        "cpu_checkout_s": {k: round(v, 2) for k, v in full_cpu.items()},
+    }
+
+
+def httpx_put(url: str, body: dict[str, Any]) -> dict[str, Any]:
+    try:
+        resp = httpx.put(url, json=body, timeout=5)
+        resp.raise_for_status()
+    except httpx.HTTPError as exc:
+        raise NexusError(f"could not configure the mock gateway at {url}: {exc}") from None
+    data: dict[str, Any] = resp.json()
+    return data
+
+
+def _wait_routable(stack: Stack, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if stack.ingress.call("Bench", "noop", {}).status_code == 200:
+            return
+        time.sleep(0.2)
+    raise NexusError("the bench service never answered through the ingress")
+
+
+def bench_lines(result: dict[str, Any]) -> list[str]:
+    """The human summary of a bench run."""
+    lines = [
+        f"no-op calls      {result['noop_per_s']:>8.1f}/s   p99 {result['noop_p99_ms']:.1f} ms",
+        f"checkouts        {result['checkouts_per_s']:>8.1f}/s"
+        f"   p50 {result['checkout_p50_ms']:.1f} ms   p99 {result['checkout_p99_ms']:.1f} ms",
+        f"ratio            {result['ratio']:>8.3f}     (target >= 0.2; p99 target <= 250 ms)",
+    ]
+    for phase in ("cpu_noop_s", "cpu_checkout_s"):
+        cpu = result[phase]
+        parts = ", ".join(f"{k} {v:.1f}s" for k, v in cpu.items())
+        lines.append(f"{phase:<16} {parts}")
+    return lines

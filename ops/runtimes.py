@@ -14,7 +14,7 @@ from typing import Protocol
 
 from ops.environments import Environment
 from ops.errors import NexusError, RuntimeUnavailable
-from ops.processes import ProcessManager, ProcessSpec, http_ready
+from ops.processes import ProcessManager, ProcessSpec, http_ready, port_open
 from ops.steps import Context, Result, StepFn
 
 Probe = Callable[[], bool]
@@ -342,6 +342,11 @@ def ensure_process(
         return Result.changed(f"would {verb} {spec.name}", lines)
     if info.alive:
         procs.stop(spec.name)
+        _poll(
+            lambda: not any(port_open(h, p) for h, p in spec.ports),
+            10.0,
+            f"{spec.name}: its ports were still open 10 s after it stopped",
+        )
     if before_start is not None:
         before_start()
     pid = procs.start(spec)

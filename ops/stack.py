@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 import sys
 import time
@@ -24,6 +25,16 @@ SERVICE = "service"
 SMOKE_TICKET = "nexus-smoke:seat-0"
 # One process per app (no supervisor and worker children), so its PID is the server.
 HYPERCORN = ("--workers", "0", "--graceful-timeout", "1", "--bind")
+
+
+def source_digest(path: Path) -> str:
+    """A digest of the Python sources a process runs: new code means a restart."""
+    files = sorted(path.rglob("*.py")) if path.is_dir() else [path]
+    digest = hashlib.sha256()
+    for file in files:
+        digest.update(file.relative_to(path.parent).as_posix().encode())
+        digest.update(file.read_bytes())
+    return digest.hexdigest()[:16]
 
 
 class Stack:
@@ -65,6 +76,7 @@ class Stack:
                 "GATEWAY_LATENCY_MS": f"{self.env.get('gateway', 'latency_ms'):g}",
                 "GATEWAY_JOURNAL": str(self.env.state_dir / "gateway" / "journal.jsonl"),
             },
+            inputs=source_digest(self.env.root / "ops" / "mock_gateway.py"),
             stop_timeout=3.0,
         )
 
@@ -129,6 +141,7 @@ class Stack:
             ports=[(svc.host, svc.port)],
             ready=http_ready(f"{svc.url}/health"),
             env=self.service_env(),
+            inputs=source_digest(self.env.root / "service"),
             # Hypercorn waits on Restate's open HTTP/2 streams; a kill is safe: Restate replays.
             stop_timeout=3.0,
         )

@@ -8,13 +8,12 @@ import restate
 
 from service.checkout import checkout
 from service.config import settings
-from service.mail import mailer
 from service.seat_map import seat_map
 from service.ticket import ticket
 
 logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
 
 app = restate.app(
-    [ticket, checkout, seat_map, mailer],
+    [ticket, checkout, seat_map],
     identity_keys=list(settings.identity_keys) or None,
 )

@@ -63,7 +63,13 @@ async def process(ctx: Context, body: bytes) -> str:
         user_id=req.user_id,
         charge_id=charged.charge_id,
     )
-    ctx.service_send(send_confirmation, mail, idempotency_key=f"mail-{mail.booking_id}")
+    await ctx.run_typed(
+        "send confirmation mail",
+        send_confirmation,
+        RunOptions(max_attempts=20),
+        outbox=settings.mail_outbox,
+        req=mail,
+    )
     return CONFIRMED
 
 

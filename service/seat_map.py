@@ -15,9 +15,11 @@ from service.validation import parse_json
 seat_map = restate.VirtualObject("SeatMap")
 
 
-@seat_map.handler(ingress_private=True)
+@seat_map.handler(ingress_private=True, state_preload=False)
 async def update(ctx: ObjectContext, notice: SeatUpdate) -> None:
-    """Record a seat's new status unless a newer one is already stored."""
+    """Record a seat's new status unless a newer one is already stored.
+
+    Lazy state: an event's map holds one key per seat, and an update needs only one."""
     key = SEAT_PREFIX + notice.id
     current = await ctx.get(key, type_hint=SeatUpdate)
     if current is None or current.version < notice.version:

@@ -4,6 +4,7 @@ moves AVAILABLE → RESERVED → SOLD exactly once, however many buyers race for
 from __future__ import annotations
 
 import json
+import time
 from datetime import timedelta
 
 import restate
@@ -34,8 +35,14 @@ def _save(ctx: ObjectContext, state: TicketState) -> None:
     ctx.object_send(seat_map_update, key=event_of(ctx.key()), arg=notice)
 
 
+async def _wall_clock_ms() -> int:
+    return int(time.time() * 1000)
+
+
 async def _now_ms(ctx: ObjectContext) -> int:
-    return int(await ctx.time() * 1000)
+    """Durable wall-clock time. An async action runs on the event loop; `ctx.time()`
+    would hop through a thread pool for the same journal entry."""
+    return await ctx.run_typed("now", _wall_clock_ms)
 
 
 def _hold_expired(state: TicketState, now_ms: int) -> bool:

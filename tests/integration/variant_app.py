@@ -7,7 +7,6 @@ import restate
 from restate import Context
 
 from service.checkout import checkout
-from service.mail import mailer
 from service.seat_map import seat_map
 from service.ticket import ticket
 
@@ -20,4 +19,4 @@ async def ping(ctx: Context) -> str:
     return "pong"
 
 
-app = restate.app([ticket, checkout, seat_map, mailer, probe])
+app = restate.app([ticket, checkout, seat_map, probe])
