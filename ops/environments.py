@@ -51,6 +51,13 @@ SCHEMA: dict[str, dict[str, Any]] = {
     "state": {
         "dir": "",
     },
+    "cluster": {
+        "nodes": 3,
+        "replication": 2,
+        "ingress_ports": [],  # one port per node; default: ingress_url's port + i
+        "admin_ports": [],  # default: admin_url's port + i
+        "node_ports": [],  # default: restate.node_port + i
+    },
 }
 URL_KEYS = ("restate.ingress_url", "restate.admin_url", "gateway.url")
 REQUIRED = {"restate": ("runtime", "ingress_url", "admin_url"), "service": ("mode", "url")}
@@ -127,6 +134,25 @@ class Environment:
     def npm_dir(self) -> Path:
         """Where the pinned restate-server npm package is installed (shared by envs)."""
         return self.root / ".nexus" / "npm" / f"restate-server-{self.get('restate', 'version')}"
+
+    @property
+    def ingress_urls(self) -> tuple[str, ...]:
+        """Every ingress requests may go to: one, or each node of a cluster."""
+        if self.runtime != "cluster":
+            return (self.ingress.url,)
+        return tuple(f"http://{self.ingress.host}:{port}" for port in self.cluster_ports("ingress"))
+
+    def cluster_ports(self, kind: str) -> list[int]:
+        """Ports of every cluster node for `ingress`, `admin` or `node`."""
+        given: list[int] = list(self.get("cluster", f"{kind}_ports"))
+        if given:
+            return given
+        first = {
+            "ingress": self.ingress.port,
+            "admin": self.admin.port,
+            "node": int(self.get("restate", "node_port")),
+        }[kind]
+        return [first + i for i in range(int(self.get("cluster", "nodes")))]
 
     def secret(self, variable: str) -> str | None:
         """A secret's value, or None when it is set nowhere."""
@@ -205,6 +231,12 @@ def _validate(path: Path, raw: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
 
 
 def _coerce(path: Path, key: str, value: Any, default: Any) -> Any:
+    if isinstance(default, list):
+        if not isinstance(value, list) or not all(
+            isinstance(v, int) and not isinstance(v, bool) and 0 < v < 65536 for v in value
+        ):
+            raise ConfigError(f"{path}: {key} must be a list of port numbers, got {value!r}")
+        return list(value)
     if isinstance(default, bool):
         if not isinstance(value, bool):
             raise ConfigError(f"{path}: {key} must be true or false, got {value!r}")
@@ -244,6 +276,14 @@ def _check_choices(path: Path, settings: dict[str, dict[str, Any]]) -> None:
         if value not in choices:
             raise ConfigError(
                 f"{path}: {key[0]}.{key[1]} must be one of {', '.join(choices)}, got {value!r}"
+            )
+    cluster = settings["cluster"]
+    if cluster["replication"] > cluster["nodes"]:
+        raise ConfigError(f"{path}: cluster.replication must not exceed cluster.nodes")
+    for kind in ("ingress_ports", "admin_ports", "node_ports"):
+        if cluster[kind] and len(cluster[kind]) != cluster["nodes"]:
+            raise ConfigError(
+                f"{path}: cluster.{kind} must list {cluster['nodes']} ports (one per node)"
             )
     url = settings["service"]["url"]
     if settings["service"]["mode"] == "connect":

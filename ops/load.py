@@ -34,11 +34,6 @@ def script_path(name: str) -> Path:
     return path
 
 
-def ingress_urls(env: Environment) -> tuple[str, ...]:
-    """Every ingress k6 should spread requests over (one, or a cluster's nodes)."""
-    return (env.ingress.url,)
-
-
 @dataclass
 class LoadResult:
     summary: k6.LoadSummary
@@ -74,7 +69,7 @@ def run_load(
     event = "load" if script != "noop" else "bench"
     try:
         params = k6.LoadParams(
-            base_urls=ingress_urls(env),
+            base_urls=env.ingress_urls,
             vus=vus,
             duration=duration,
             ramp=ramp,

@@ -161,8 +161,8 @@ class ProcessManager:
         """Names of every process with a PID file."""
         return sorted(p.stem for p in self.run_dir.glob("*.pid"))
 
-    def start(self, spec: ProcessSpec) -> int:
-        """Start `spec` in the background and wait until it is ready."""
+    def start(self, spec: ProcessSpec, *, wait: bool = True) -> int:
+        """Start `spec` in the background and (unless `wait` is False) wait until ready."""
         for host, port in spec.ports:
             if port_open(host, port):
                 raise PortInUse(
@@ -200,7 +200,8 @@ class ProcessManager:
                 }
             )
         )
-        self.wait_ready(spec, child.pid)
+        if wait:
+            self.wait_ready(spec, child.pid)
         return child.pid
 
     def wait_ready(self, spec: ProcessSpec, pid: int) -> None:

@@ -39,9 +39,9 @@ def runtime_for(env: Environment, procs: ProcessManager) -> ServerRuntime:
     if env.runtime == "docker":
         return DockerRuntime(env)
     if env.runtime == "cluster":
-        raise RuntimeUnavailable(
-            'runtime = "cluster" is not implemented yet (see the Scale-out issue)'
-        )
+        from ops.cluster import ClusterRuntime  # the cluster builds on this module
+
+        return ClusterRuntime(env, procs)
     return ExternalRuntime(env)
 
 
@@ -76,6 +76,30 @@ def server_config(env: Environment) -> str:
             f'request-identity-private-key-pem-file = "{signing_key}"',
         ]
     return "\n".join(lines) + "\n"
+
+
+def npm_install(prefix: Path, package: str, expect: Path) -> None:
+    """`npm install` one pinned package into a project folder (never globally)."""
+    npm = shutil.which("npm")
+    if npm is None:
+        raise RuntimeUnavailable(f"npm (Node.js) must be on PATH to install {package}")
+    prefix.mkdir(parents=True, exist_ok=True)
+    cmd = [
+        npm,
+        "install",
+        "--prefix",
+        str(prefix),
+        "--no-audit",
+        "--no-fund",
+        "--loglevel=error",
+        package,
+    ]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=False)
+    except subprocess.TimeoutExpired:
+        raise RuntimeUnavailable(f"npm install {package} took more than 10 minutes") from None
+    if proc.returncode != 0 or not expect.is_file():
+        raise RuntimeUnavailable(f"npm could not install {package}:\n{proc.stderr[-2000:]}")
 
 
 def unified(before: str, after: str, name: str) -> list[str]:
@@ -123,28 +147,7 @@ class BinaryRuntime:
             return Result.ok(f"restate-server {version} present in {self.env.npm_dir}")
         if ctx.check:
             return Result.changed(f"would install @restatedev/restate-server@{version} with npm")
-        npm = shutil.which("npm")
-        if npm is None:
-            raise RuntimeUnavailable(
-                "runtime = binary needs npm (Node.js) on PATH to install restate-server"
-            )
-        self.env.npm_dir.mkdir(parents=True, exist_ok=True)
-        cmd = [
-            npm,
-            "install",
-            "--prefix",
-            str(self.env.npm_dir),
-            "--no-audit",
-            "--no-fund",
-            "--loglevel=error",
-            f"@restatedev/restate-server@{version}",
-        ]
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=False)
-        if proc.returncode != 0 or not self.binary.is_file():
-            raise RuntimeUnavailable(
-                f"npm could not install @restatedev/restate-server@{version}:\n"
-                + proc.stderr[-2000:]
-            )
+        npm_install(self.env.npm_dir, f"@restatedev/restate-server@{version}", self.binary)
         return Result.changed(
             f"installed @restatedev/restate-server@{version} into {self.env.npm_dir}"
         )
@@ -267,7 +270,7 @@ class DockerRuntime:
             http_ready(f"{self.env.admin.url}/health"),
             http_ready(f"{self.env.ingress.url}/restate/health"),
         )
-        _poll(wait, 90.0, f"container {self.container} did not become healthy")
+        wait_until(wait, 90.0, f"container {self.container} did not become healthy")
         return Result.changed(f"started container {self.container}")
 
     def stop(self, ctx: Context) -> Result:
@@ -342,7 +345,7 @@ def ensure_process(
         return Result.changed(f"would {verb} {spec.name}", lines)
     if info.alive:
         procs.stop(spec.name)
-        _poll(
+        wait_until(
             lambda: not any(port_open(h, p) for h, p in spec.ports),
             10.0,
             f"{spec.name}: its ports were still open 10 s after it stopped",
@@ -374,7 +377,8 @@ def _all(*probes: Probe) -> Probe:
     return lambda: all(p() for p in probes)
 
 
-def _poll(probe: Probe, timeout: float, message: str) -> None:
+def wait_until(probe: Probe, timeout: float, message: str) -> None:
+    """Poll `probe` until it is true; fail with `message` after `timeout` seconds."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if probe():

@@ -54,6 +54,11 @@ class Scenarios:
     def seat(self, label: str) -> str:
         return f"testall-{self.run_id}:{label}-{uuid.uuid4().hex[:6]}"
 
+    def client(self, i: int) -> IngressClient:
+        """A fresh client for the i-th concurrent buyer; a cluster's nodes take turns."""
+        urls = self.env.ingress_urls
+        return IngressClient(urls[i % len(urls)], self.env.token)
+
     def checkout(
         self, ticket: str, user: str, method: str | None = None, client: IngressClient | None = None
     ) -> httpx.Response:
@@ -115,7 +120,7 @@ class Scenarios:
         t = self.seat("hot")
 
         def buy(i: int) -> httpx.Response:
-            client = IngressClient(self.env.ingress.url, self.env.token)
+            client = self.client(i)
             try:
                 return self.checkout(t, f"buyer-{i}", client=client)
             finally:
@@ -149,7 +154,7 @@ class Scenarios:
         seats = [self.seat(f"bulk{i}") for i in range(self.bulk)]
 
         def buy(t: str) -> int:
-            client = IngressClient(self.env.ingress.url, self.env.token)
+            client = self.client(seats.index(t))
             try:
                 return self.checkout(t, f"bulk-{t[-6:]}", client=client).status_code
             finally:

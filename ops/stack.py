@@ -320,6 +320,9 @@ def status_lines(env: Environment) -> list[str]:
                 )
     except NexusError as exc:
         lines.append(f"  server      unreachable: {exc}")
+    cluster_lines = getattr(stack.runtime, "status_lines", None)
+    if callable(cluster_lines):
+        lines += cluster_lines()
     lines.append("processes")
     specs = {GATEWAY: stack.gateway_spec(), SERVICE: stack.service_spec()}
     for name in stack.procs.known() or ["(none)"]:
