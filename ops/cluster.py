@@ -10,7 +10,6 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import httpx
 
@@ -19,10 +18,8 @@ from ops.environments import Environment
 from ops.errors import NexusError, RuntimeUnavailable
 from ops.processes import ProcessManager, ProcessSpec, http_ready
 from ops.runtimes import BinaryRuntime, npm_install, stop_step, unified, wait_until
+from ops.stack import Stack
 from ops.steps import Context, Result, StepFn
-
-if TYPE_CHECKING:
-    from ops.stack import Stack
 
 RESTATECTL = "@restatedev/restatectl"
 
@@ -292,9 +289,7 @@ def node_loss(
     Every request carries an Idempotency-Key; one that hits the dead node (connection
     error or 5xx) is re-sent with the same key to the next node until it answers, so every
     accepted invocation is followed to its end. Returns the scenario's figures."""
-    from ops.stack import Stack  # the stack builds runtimes, this one included
-
-    stack: Stack = Stack(env)
+    stack = Stack(env)
     runtime = stack.runtime
     if not isinstance(runtime, ClusterRuntime) or len(runtime.nodes) < 3:
         raise NexusError("node-loss needs a cluster environment with at least 3 nodes")

@@ -31,7 +31,7 @@ FORWARDED = (
 UNAUTHORIZED = json.dumps({"message": "unauthorized"}).encode()
 
 
-class _Server(ThreadingHTTPServer):
+class ProxyServer(ThreadingHTTPServer):
     daemon_threads = True  # a kept-alive client connection never blocks shutdown
     allow_reuse_address = True
     request_queue_size = 128  # 20+ clients connect at once
@@ -61,7 +61,7 @@ class _Server(ThreadingHTTPServer):
 
 
 class _Handler(BaseHTTPRequestHandler):
-    server: _Server
+    server: ProxyServer
     protocol_version = "HTTP/1.1"  # keep-alive, always with Content-Length
     timeout = 30  # an idle kept-alive connection is dropped after this many seconds
 
@@ -86,7 +86,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _read_body(self) -> bytes:
         if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
-            chunks = []
+            chunks: list[bytes] = []
             while True:
                 size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
                 if size == 0:
@@ -114,9 +114,9 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 @contextmanager
-def serve_server(target_url: str, token: str) -> Iterator[_Server]:
+def serve_server(target_url: str, token: str) -> Iterator[ProxyServer]:
     """The running proxy server itself (its `url`, `requests` and `refused` counters)."""
-    server = _Server(target_url, token)
+    server = ProxyServer(target_url, token)
     thread = threading.Thread(
         target=server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True
     )
