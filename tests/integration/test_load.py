@@ -1,0 +1,60 @@
+"""A short real k6 load through the ingress, and the audit shown able to fail."""
+
+from __future__ import annotations
+
+import io
+import uuid
+
+import httpx
+import pytest
+
+from ops.audit import audit, check
+from ops.load import run_load
+from ops.stack import Stack
+from service.models import TicketState, TicketStatus
+
+pytestmark = pytest.mark.integration
+
+
+def test_short_load_sees_every_business_outcome_and_audits_clean(stack: Stack) -> None:
+    out = io.StringIO()
+    result = run_load(stack.env, vus=6, duration="4s", ramp="0s", seats=20, out=out)
+    outcomes = result.summary.outcomes
+    assert outcomes["unexpected"] == 0, out.getvalue()[-3000:]
+    for name in ("confirmed", "sold_out", "declined", "gateway_error"):
+        assert outcomes[name] > 0, (name, outcomes)
+    assert result.summary.checkouts_per_s > 0 and result.summary.p99_ms > 0
+    assert result.audit.ok, result.audit.violations
+    assert result.audit.checked["sold"] == outcomes["confirmed"]
+    assert result.ok
+    data = result.to_dict()
+    for key in ("checkouts_per_s", "p50_ms", "p95_ms", "p99_ms", "outcomes", "audit"):
+        assert key in data
+    assert data["audit"]["ok"] is True
+
+
+def test_audit_reports_planted_inconsistencies(stack: Stack) -> None:
+    prefix = f"planted-{uuid.uuid4().hex[:8]}:"
+    free_seat, given_away = f"{prefix}a", f"{prefix}b"
+    # A charge for a seat nobody holds: money taken, no ticket.
+    httpx.post(
+        f"{stack.env.gateway.url}/charges",
+        headers={"Idempotency-Key": f"planted-{uuid.uuid4()}"},
+        json={"paymentMethodId": "card_success", "ticketId": free_seat, "userId": "mallory"},
+    ).raise_for_status()
+    # A seat sold without any charge, straight through the Ticket API.
+    assert stack.ingress.call("Ticket", "reserve", "trudy", key=given_away).status_code == 200
+    assert stack.ingress.call("Ticket", "confirm", "trudy", key=given_away).status_code == 200
+    report = audit(stack.env, prefix=prefix)
+    assert not report.ok
+    text = "\n".join(report.violations)
+    assert f"{free_seat}: live charge" in text and "not sold" in text
+    assert f"{given_away}: SOLD to trudy with 0 live charges" in text
+
+
+def test_audit_flags_a_hold_past_its_time() -> None:
+    stale = TicketState(status=TicketStatus.RESERVED, reservedBy="u", reservedUntil=1_000)
+    report = check({"e:s": [stale]}, charges=[], now_ms=1_000 + 60_000)
+    assert not report.ok and "past its hold" in report.violations[0]
+    fine = check({"e:s": [stale]}, charges=[], now_ms=1_500)
+    assert fine.ok
