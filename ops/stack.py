@@ -151,14 +151,19 @@ class Stack:
         name = str(self.env.get("service", "connect_name"))
         key_var = str(self.env.get("service", "connect_key_env"))
         key = self.env.require_secret(key_var, "service mode connect needs a connect key")
-        started = time.monotonic()
+        pid_file = self.procs.pid_file(SERVICE)
+
+        def up_two_seconds() -> bool:
+            """No port to probe: ready once the tunnel process has stayed up for 2 s."""
+            info = self.procs.info(SERVICE)
+            return info.alive and time.time() - pid_file.stat().st_mtime > 2.0
+
         return ProcessSpec(
             name=SERVICE,
             argv=[sys.executable, "-m", "restate", "connect", "service.app:app", "--name", name],
             cwd=self.env.root,
             ports=[],
-            # No port to probe: ready once it has stayed up for two seconds.
-            ready=lambda: time.monotonic() - started > 2.0,
+            ready=up_two_seconds,
             env=self.service_env(),
             secret_env={"RESTATE_CONNECT_KEY": key},
             stop_timeout=3.0,
@@ -324,7 +329,9 @@ def status_lines(env: Environment) -> list[str]:
     if callable(cluster_lines):
         lines += cluster_lines()
     lines.append("processes")
-    specs = {GATEWAY: stack.gateway_spec(), SERVICE: stack.service_spec()}
+    specs = {GATEWAY: stack.gateway_spec()}
+    if env.service_mode != "connect":  # a tunnel has no port (and needs its key to build)
+        specs[SERVICE] = stack.service_spec()
     for name in stack.procs.known() or ["(none)"]:
         info = stack.procs.info(name)
         spec = specs.get(name)

@@ -1,0 +1,215 @@
+"""Connect mode offline: `python -m restate connect` as the service process, registered as
+`connect://NAME`, with the connect key only in the child's environment. (A local
+restate-server refuses `connect://`, so the tunnel itself is only testable against Cloud.)"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from ops import environments
+from ops.environments import PROJECT_ROOT, Environment
+from ops.errors import SecretMissing
+from ops.processes import ProcessManager, free_port
+from ops.runtimes import ensure_process
+from ops.stack import SERVICE, Stack, status_lines
+from ops.steps import Context, Play, Status
+
+KEY = "connect-key-" + "s3cr3t" * 6
+NAME = "nexus-unit"
+
+
+def connect_toml(state: Path, extra: str = "") -> str:
+    admin, ingress, gw = free_port(), free_port(), free_port()
+    return f"""
+[restate]
+runtime = "external"
+ingress_url = "http://127.0.0.1:{ingress}"
+admin_url = "http://127.0.0.1:{admin}"
+
+[service]
+mode = "connect"
+url = "unused"
+connect_name = "{NAME}"
+hold_seconds = 30
+{extra}
+
+[gateway]
+mode = "external"
+url = "http://127.0.0.1:{gw}"
+
+[state]
+dir = "{state}"
+"""
+
+
+@pytest.fixture(autouse=True)
+def clean_process_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for var in ("RESTATE_CONNECT_KEY", "MY_CONNECT_KEY", "RESTATE_CONNECT_NAME"):
+        monkeypatch.delenv(var, raising=False)
+
+
+def load(
+    tmp_path: Path,
+    secrets: str | None = f"RESTATE_CONNECT_KEY={KEY}\n",
+    extra: str = "",
+    root: Path | None = None,
+) -> Environment:
+    """`conn.toml` with secrets in `<root>/.env.conn` (root: a fresh folder by default)."""
+    if root is None:
+        root = tmp_path / "root"
+        (root / "environments").mkdir(parents=True, exist_ok=True)
+    if secrets is not None:
+        assert root.is_relative_to(tmp_path), "never write secrets outside tmp_path"
+        (root / ".env.conn").write_text(secrets)
+    file = tmp_path / "conn.toml"
+    file.write_text(connect_toml(tmp_path / "state", extra))
+    return environments.load(str(file), root=root)
+
+
+def test_connect_mode_runs_restate_connect_with_the_key_only_in_secret_env(
+    tmp_path: Path,
+) -> None:
+    env = load(tmp_path)
+    assert env.service_mode == "connect"
+    stack = Stack(env)
+    spec = stack.service_spec()
+    assert spec.name == SERVICE
+    assert list(spec.argv) == [
+        sys.executable,
+        "-m",
+        "restate",
+        "connect",
+        "service.app:app",
+        "--name",
+        NAME,
+    ]
+    assert list(spec.ports) == []
+    assert spec.cwd == env.root
+    assert dict(spec.secret_env) == {"RESTATE_CONNECT_KEY": KEY}
+    assert all(KEY not in arg for arg in spec.argv)
+    assert all(KEY not in f"{k}={v}" for k, v in spec.env.items())
+    assert KEY not in repr(spec)
+    assert KEY not in spec.fingerprint()
+    # The service still gets its settings in the plain environment.
+    assert spec.env["NEXUS_GATEWAY_URL"] == env.gateway.url
+    assert spec.env["NEXUS_HOLD_SECONDS"] == "30"
+
+
+def test_connect_registration_uri_is_connect_name(tmp_path: Path) -> None:
+    env = load(tmp_path)
+    assert Stack(env).registration_uri == f"connect://{NAME}"
+
+
+def test_process_environment_wins_over_the_env_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("RESTATE_CONNECT_KEY", "from-process-env")
+    env = load(tmp_path)
+    assert dict(Stack(env).service_spec().secret_env) == {"RESTATE_CONNECT_KEY": "from-process-env"}
+
+
+def test_connect_key_env_names_another_variable(tmp_path: Path) -> None:
+    env = load(
+        tmp_path, secrets=f"MY_CONNECT_KEY={KEY}\n", extra='connect_key_env = "MY_CONNECT_KEY"'
+    )
+    spec = Stack(env).service_spec()
+    # The SDK reads RESTATE_CONNECT_KEY, whatever the file calls the variable.
+    assert dict(spec.secret_env) == {"RESTATE_CONNECT_KEY": KEY}
+
+
+@pytest.mark.parametrize(
+    ("secrets", "extra", "variable"),
+    [
+        (None, "", "RESTATE_CONNECT_KEY"),
+        ("RESTATE_CONNECT_KEY=\n", "", "RESTATE_CONNECT_KEY"),  # empty counts as missing
+        (f"RESTATE_CONNECT_KEY={KEY}\n", 'connect_key_env = "MY_CONNECT_KEY"', "MY_CONNECT_KEY"),
+    ],
+)
+def test_missing_connect_key_names_the_variable(
+    tmp_path: Path, secrets: str | None, extra: str, variable: str
+) -> None:
+    env = load(tmp_path, secrets=secrets, extra=extra)  # loading needs no secret
+    with pytest.raises(SecretMissing, match=variable) as missing:
+        Stack(env).service_spec()
+    assert "connect" in str(missing.value)
+    assert str(env.root / ".env.conn") in str(missing.value)
+
+
+def test_service_step_reports_the_missing_key_as_a_failure(tmp_path: Path) -> None:
+    env = load(tmp_path, secrets=None)
+    service = dict(Stack(env).deploy_steps())["service"]
+    out = io.StringIO()
+    play = Play("deploy conn", Context(check=True), out=out)
+    result = play.run("service", service)
+    assert result.status is Status.FAILED
+    assert "RESTATE_CONNECT_KEY" in result.message and "RESTATE_CONNECT_KEY" in out.getvalue()
+
+
+def test_check_mode_would_start_the_tunnel_and_shows_no_key(tmp_path: Path) -> None:
+    env = load(tmp_path)
+    service = dict(Stack(env).deploy_steps())["service"]
+    out = io.StringIO()
+    result = Play("deploy conn", Context(check=True, show_diff=True), out=out).run(
+        "service", service
+    )
+    assert result.status is Status.CHANGED
+    assert "would start service" in result.message
+    assert "service: stopped → running" in out.getvalue()
+    assert KEY not in out.getvalue()
+    assert not (env.state_dir / "run").exists()
+
+
+def test_connect_mode_does_not_need_a_service_url_check(tmp_path: Path) -> None:
+    env = load(tmp_path)
+    assert env.get("service", "url") == "unused"  # not validated as a URL in connect mode
+
+
+@pytest.fixture
+def sleeper() -> Iterator[int]:
+    """A Python child that stands in for a long-running `python -m restate connect`."""
+    child = subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(60)"], start_new_session=True
+    )
+    try:
+        yield child.pid
+    finally:
+        os.kill(child.pid, signal.SIGKILL)
+        child.wait(timeout=10)
+
+
+def test_running_connect_tunnel_is_ok_on_the_next_deploy(tmp_path: Path, sleeper: int) -> None:
+    env = load(tmp_path)
+    spec = Stack(env).service_spec()
+    procs = ProcessManager(env.state_dir)
+    procs.run_dir.mkdir(parents=True)
+    # The PID file deploy would have written when it started the tunnel a while ago.
+    record = {
+        "pid": sleeper,
+        "fingerprint": spec.fingerprint(),
+        "command": spec.argv[0],
+        "stop_timeout": 3.0,
+    }
+    procs.pid_file(SERVICE).write_text(json.dumps(record))
+    a_minute_ago = time.time() - 60
+    os.utime(procs.pid_file(SERVICE), (a_minute_ago, a_minute_ago))
+    assert procs.info(SERVICE).alive
+    # Check mode: reports, never stops or starts anything.
+    result = ensure_process(procs, Stack(env).service_spec(), Context(check=True))
+    assert result.status is Status.OK, result.message
+
+
+def test_status_works_without_the_connect_key(tmp_path: Path) -> None:
+    env = load(tmp_path, secrets=None, root=PROJECT_ROOT)  # status reads the project's sources
+    assert env.secret("RESTATE_CONNECT_KEY") is None
+    lines = status_lines(env)
+    assert any("server" in line for line in lines)
