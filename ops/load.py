@@ -17,10 +17,10 @@ import httpx
 
 from ops import k6
 from ops.audit import AuditReport, audit
-from ops.environments import Environment
+from ops.environments import Endpoint, Environment
 from ops.errors import NexusError
-from ops.processes import ProcessSpec, free_port, http_ready
-from ops.stack import GATEWAY, HYPERCORN, SERVICE, Stack
+from ops.processes import free_port
+from ops.stack import GATEWAY, SERVICE, Stack, hypercorn_spec
 
 SCRIPTS = Path(__file__).resolve().parent.parent / "loadtest" / "k6"
 
@@ -162,27 +162,17 @@ def bench(
         if not info.alive or info.pid is None:
             raise NexusError(f"{name} is not running: run `invoke deploy --env {env.name}` first")
         pids[name] = info.pid
-    port = free_port(env.service.host)
-    spec = ProcessSpec(
-        name=BENCH,
-        argv=[
-            sys.executable,
-            "-m",
-            "hypercorn",
-            "ops.bench_service:app",
-            *HYPERCORN,
-            f"{env.service.host}:{port}",
-        ],
-        cwd=env.root,
-        ports=[(env.service.host, port)],
-        ready=http_ready(f"http://{env.service.host}:{port}/health"),
-        stop_timeout=3.0,
+    endpoint = Endpoint(f"http://{env.service.host}:{free_port(env.service.host)}")
+    spec = hypercorn_spec(
+        BENCH,
+        "ops.bench_service:app",
+        endpoint,
+        env.root,
+        sources=Path(__file__).parent / "bench_service.py",
     )
     gateway_config = httpx_put(f"{env.gateway.url}/admin/config", {"latency_ms": 0})
     bench_pid = stack.procs.start(spec)
-    deployment = stack.admin.register(
-        f"http://{env.service.host}:{port}", force=False, dry_run=False
-    )
+    deployment = stack.admin.register(endpoint.url, force=False, dry_run=False)
     try:
         _wait_routable(stack, 20.0)
         noop, noop_cpu = measure_cpu(

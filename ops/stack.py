@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TextIO
 
 from ops.admin import AdminClient, IngressClient, signature, signature_diff
-from ops.environments import Environment
+from ops.environments import Endpoint, Environment
 from ops.errors import ApiError, NexusError, NotConverged
 from ops.processes import ProcessManager, ProcessSpec, http_ready
 from ops.runtimes import ServerRuntime, ensure_process, runtime_for, stop_step
@@ -35,6 +35,31 @@ def source_digest(path: Path) -> str:
         digest.update(file.relative_to(path.parent).as_posix().encode())
         digest.update(file.read_bytes())
     return digest.hexdigest()[:16]
+
+
+def hypercorn_spec(
+    name: str,
+    app: str,
+    endpoint: Endpoint,
+    root: Path,
+    *,
+    sources: Path,
+    env: dict[str, str] | None = None,
+) -> ProcessSpec:
+    """An ASGI `app` served by one hypercorn process at `endpoint`; new sources restart it.
+
+    Hypercorn waits on Restate's open HTTP/2 streams when asked to stop, so it gets 3 s
+    before SIGKILL: safe, since Restate replays whatever was in flight."""
+    return ProcessSpec(
+        name=name,
+        argv=[sys.executable, "-m", "hypercorn", app, *HYPERCORN, endpoint.bind],
+        cwd=root,
+        ports=[(endpoint.host, endpoint.port)],
+        ready=http_ready(f"{endpoint.url}/health"),
+        env=env or {},
+        inputs=source_digest(sources),
+        stop_timeout=3.0,
+    )
 
 
 class Stack:
@@ -65,19 +90,16 @@ class Stack:
     # --- process specs -------------------------------------------------------------
 
     def gateway_spec(self) -> ProcessSpec:
-        gw = self.env.gateway
-        return ProcessSpec(
-            name=GATEWAY,
-            argv=[sys.executable, "-m", "hypercorn", "ops.mock_gateway:app", *HYPERCORN, gw.bind],
-            cwd=self.env.root,
-            ports=[(gw.host, gw.port)],
-            ready=http_ready(f"{gw.url}/health"),
+        return hypercorn_spec(
+            GATEWAY,
+            "ops.mock_gateway:app",
+            self.env.gateway,
+            self.env.root,
+            sources=self.env.root / "ops" / "mock_gateway.py",
             env={
                 "GATEWAY_LATENCY_MS": f"{self.env.get('gateway', 'latency_ms'):g}",
                 "GATEWAY_JOURNAL": str(self.env.state_dir / "gateway" / "journal.jsonl"),
             },
-            inputs=source_digest(self.env.root / "ops" / "mock_gateway.py"),
-            stop_timeout=3.0,
         )
 
     def service_env(self) -> dict[str, str]:
@@ -133,17 +155,13 @@ class Stack:
     def service_spec(self) -> ProcessSpec:
         if self.env.service_mode == "connect":
             return self.connect_spec()
-        svc = self.env.service
-        return ProcessSpec(
-            name=SERVICE,
-            argv=[sys.executable, "-m", "hypercorn", "service.app:app", *HYPERCORN, svc.bind],
-            cwd=self.env.root,
-            ports=[(svc.host, svc.port)],
-            ready=http_ready(f"{svc.url}/health"),
+        return hypercorn_spec(
+            SERVICE,
+            "service.app:app",
+            self.env.service,
+            self.env.root,
+            sources=self.env.root / "service",
             env=self.service_env(),
-            inputs=source_digest(self.env.root / "service"),
-            # Hypercorn waits on Restate's open HTTP/2 streams; a kill is safe: Restate replays.
-            stop_timeout=3.0,
         )
 
     def connect_spec(self) -> ProcessSpec:
