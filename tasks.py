@@ -35,7 +35,10 @@ def _env(name: str) -> environments.Environment:
 )
 def deploy(c: Context, env: str = "local", check: bool = False, diff: bool = False) -> None:
     """Converge the environment: server, gateway, service, registration, smoke call."""
-    play = deploy_play(_env(env), check=check, diff=diff)
+    try:
+        play = deploy_play(_env(env), check=check, diff=diff)
+    except NexusError as exc:
+        raise Exit(f"error: {exc}", code=2) from None
     if play.failed:
         raise Exit(code=1)
 
@@ -49,7 +52,10 @@ def deploy(c: Context, env: str = "local", check: bool = False, diff: bool = Fal
 )
 def down(c: Context, env: str = "local", purge: bool = False, check: bool = False) -> None:
     """Stop everything deploy started (no process left behind)."""
-    play = down_play(_env(env), purge=purge, check=check)
+    try:
+        play = down_play(_env(env), purge=purge, check=check)
+    except NexusError as exc:
+        raise Exit(f"error: {exc}", code=2) from None
     if play.failed:
         raise Exit(code=1)
 
@@ -57,7 +63,10 @@ def down(c: Context, env: str = "local", purge: bool = False, check: bool = Fals
 @task(help={"env": ENV_HELP})
 def status(c: Context, env: str = "local") -> None:
     """Server health, deployments, services and handlers, processes with PIDs and ports."""
-    print("\n".join(status_lines(_env(env))))
+    try:
+        print("\n".join(status_lines(_env(env))))
+    except NexusError as exc:
+        raise Exit(f"error: {exc}", code=2) from None
 
 
 @task(
@@ -66,7 +75,10 @@ def status(c: Context, env: str = "local") -> None:
 )
 def test_all(c: Context, env: str = "local", junit: str = "") -> None:
     """Run the contract scenarios through the environment's ingress (with its token)."""
-    outcomes = scenarios.test_all(_env(env), junit=Path(junit) if junit else None)
+    try:
+        outcomes = scenarios.test_all(_env(env), junit=Path(junit) if junit else None)
+    except NexusError as exc:
+        raise Exit(f"error: {exc}", code=2) from None
     if any(o.status == "failed" for o in outcomes):
         raise Exit(code=1)
 

@@ -164,6 +164,10 @@ class ProcessManager:
     def start(self, spec: ProcessSpec, *, wait: bool = True) -> int:
         """Start `spec` in the background and (unless `wait` is False) wait until ready."""
         for host, port in spec.ports:
+            # A process killed a moment ago may hold its port a little longer.
+            deadline = time.monotonic() + 3.0
+            while port_open(host, port) and time.monotonic() < deadline:
+                time.sleep(0.1)
             if port_open(host, port):
                 raise PortInUse(
                     f"{spec.name}: port {port} on {host} is already in use by a process this"

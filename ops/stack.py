@@ -29,7 +29,7 @@ HYPERCORN = ("--workers", "0", "--graceful-timeout", "1", "--bind")
 
 def source_digest(path: Path) -> str:
     """A digest of the Python sources a process runs: new code means a restart."""
-    files = sorted(path.rglob("*.py")) if path.is_dir() else [path]
+    files = sorted(path.rglob("*.py")) if path.is_dir() else [path] if path.is_file() else []
     digest = hashlib.sha256()
     for file in files:
         digest.update(file.relative_to(path.parent).as_posix().encode())
@@ -173,8 +173,11 @@ class Stack:
 
         def up_two_seconds() -> bool:
             """No port to probe: ready once the tunnel process has stayed up for 2 s."""
-            info = self.procs.info(SERVICE)
-            return info.alive and time.time() - pid_file.stat().st_mtime > 2.0
+            try:
+                started = pid_file.stat().st_mtime
+            except OSError:
+                return False
+            return self.procs.info(SERVICE).alive and time.time() - started > 2.0
 
         return ProcessSpec(
             name=SERVICE,
@@ -184,6 +187,7 @@ class Stack:
             ready=up_two_seconds,
             env=self.service_env(),
             secret_env={"RESTATE_CONNECT_KEY": key},
+            inputs=source_digest(self.env.root / "service"),
             stop_timeout=3.0,
         )
 
@@ -347,13 +351,17 @@ def status_lines(env: Environment) -> list[str]:
     if callable(cluster_lines):
         lines += cluster_lines()
     lines.append("processes")
-    specs = {GATEWAY: stack.gateway_spec()}
-    if env.service_mode != "connect":  # a tunnel has no port (and needs its key to build)
-        specs[SERVICE] = stack.service_spec()
-    for name in stack.procs.known() or ["(none)"]:
+    ports: dict[str, str] = {}
+    if env.gateway_mode == "mock":
+        ports[GATEWAY] = env.gateway.bind
+    if env.service_mode == "process":
+        ports[SERVICE] = env.service.bind
+    for name in stack.procs.known():
         info = stack.procs.info(name)
-        spec = specs.get(name)
-        ports = ", ".join(f"{h}:{p}" for h, p in spec.ports) if spec else ""
         state = "running" if info.alive else "stopped"
-        lines.append(f"  {name:<15} {state:<8} pid {info.pid}  {ports}  log {info.log}")
+        lines.append(
+            f"  {name:<15} {state:<8} pid {info.pid}  {ports.get(name, '')}  log {info.log}"
+        )
+    if not stack.procs.known():
+        lines.append("  (none managed here)")
     return lines

@@ -213,3 +213,53 @@ def test_status_works_without_the_connect_key(tmp_path: Path) -> None:
     assert env.secret("RESTATE_CONNECT_KEY") is None
     lines = status_lines(env)
     assert any("server" in line for line in lines)
+
+
+def test_new_service_code_changes_the_tunnel_fingerprint(tmp_path: Path) -> None:
+    env = load(tmp_path)
+    code = env.root / "service" / "app.py"
+    code.parent.mkdir()
+    code.write_text("VERSION = 1\n")
+    before = Stack(env).service_spec().fingerprint()
+    code.write_text("VERSION = 2\n")
+    assert Stack(env).service_spec().fingerprint() != before
+
+
+# --- the shipped environments/cloud.toml --------------------------------------------------
+
+
+def _shipped_cloud(tmp_path: Path, text: str) -> Environment:
+    root = tmp_path / "root"
+    (root / "environments").mkdir(parents=True)
+    (root / "environments" / "cloud.toml").write_text(text)
+    return environments.load("cloud", root=root)
+
+
+def test_shipped_cloud_file_loads_with_placeholder_urls(tmp_path: Path) -> None:
+    env = _shipped_cloud(tmp_path, (PROJECT_ROOT / "environments" / "cloud.toml").read_text())
+    assert env.runtime == "external"
+    assert env.get("restate", "token_env") == "RESTATE_AUTH_TOKEN"
+    assert env.ingress.url == "https://YOUR-ENV.env.eu.restate.cloud:8080"
+    assert (env.admin.host, env.admin.port) == ("your-env.env.eu.restate.cloud", 9070)
+    assert env.service_mode == "url" and env.service.url.startswith("https://")
+    assert env.gateway_mode == "external" and env.gateway.url.startswith("https://")
+    assert Stack(env).registration_uri == env.service.url
+    with pytest.raises(SecretMissing, match="RESTATE_AUTH_TOKEN"):
+        _ = env.token
+
+
+def test_shipped_cloud_file_connect_alternative_loads(tmp_path: Path) -> None:
+    """The commented connect block, swapped in as its comment says, is a valid file."""
+    lines = (PROJECT_ROOT / "environments" / "cloud.toml").read_text().splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith('#   mode = "connect"'))
+    block = []
+    for line in lines[start:]:
+        if not line.startswith("#   "):
+            break
+        block.append(line[4:])
+    kept = [line for line in lines if not line.startswith(('mode = "url"', "url = "))]
+    at = kept.index("[service]") + 1
+    env = _shipped_cloud(tmp_path, "\n".join([*kept[:at], *block, *kept[at:]]) + "\n")
+    assert env.service_mode == "connect"
+    assert env.get("service", "connect_key_env") == "RESTATE_CONNECT_KEY"
+    assert Stack(env).registration_uri == "connect://nexus"
