@@ -28,7 +28,8 @@ import pytest
 from ops import environments, scenarios
 from ops.admin import AdminClient, IngressClient
 from ops.environments import PROJECT_ROOT, Environment
-from ops.errors import SecretMissing, TokenRejected
+from ops.errors import NexusError, SecretMissing, TokenRejected
+from ops.load import run_load
 from ops.processes import free_port
 from ops.stack import Stack, deploy, status_lines
 from ops.steps import Status
@@ -373,3 +374,29 @@ def test_invoke_test_all_without_a_token_is_a_clear_error(cloud: Cloud, tmp_path
     assert proc.returncode != 0
     assert TOKEN_VAR in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_short_load_through_the_proxy_with_the_token_from_the_env_file(
+    cloud: Cloud, tmp_path: Path
+) -> None:
+    env = make_cloud_env(tmp_path, cloud, cloud.token)
+    refused, before = cloud.ingress.refused, cloud.ingress.requests
+    out = io.StringIO()
+    result = run_load(env, vus=4, duration="3s", ramp="0s", seats=15, out=out)
+    text = out.getvalue()
+    assert result.summary.outcomes["unexpected"] == 0, text[-2000:]
+    assert result.summary.outcomes["confirmed"] > 0
+    assert cloud.ingress.requests - before >= result.summary.requests
+    assert cloud.ingress.refused == refused
+    assert result.audit.ok and "state invariants only" in " ".join(result.audit.notes)
+    assert cloud.token not in text and cloud.token not in json.dumps(result.to_dict())
+
+
+def test_load_with_a_wrong_token_fails_clearly(cloud: Cloud, tmp_path: Path) -> None:
+    env = make_cloud_env(tmp_path, cloud, "tok-wrong")
+    out = io.StringIO()
+    # k6 sees only 401s (all "unexpected"); then the audit's first admin call is refused.
+    with pytest.raises(NexusError, match="token rejected by admin"):
+        run_load(env, vus=2, duration="2s", ramp="0s", seats=5, out=out)
+    assert "outcome_unexpected" in out.getvalue()
+    assert "tok-wrong" not in out.getvalue()
