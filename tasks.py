@@ -9,6 +9,7 @@ from pathlib import Path
 from invoke import Context, Exit, task
 
 from ops import audit as audit_mod
+from ops import chaos as chaos_mod
 from ops import environments, scenarios
 from ops import load as loadrun
 from ops.errors import NexusError
@@ -158,6 +159,23 @@ def bench(
     print("\n".join(loadrun.bench_lines(result)))
     if out:
         loadrun.write_json(result, Path(out))
+
+
+@task(
+    help={
+        "env": ENV_HELP,
+        "scenario": "one scenario or a comma-separated list (default: all): "
+        + ", ".join(chaos_mod.SCENARIOS),
+    }
+)
+def chaos(c: Context, env: str = "local", scenario: str = "") -> None:
+    """Inject faults (kills, gateway outage, hot seat, bad input, ...) and check recovery."""
+    try:
+        outcomes = chaos_mod.run_chaos(_env(env), scenario or None)
+    except NexusError as exc:
+        raise Exit(f"error: {exc}", code=2) from None
+    if any(o.status == "failed" for o in outcomes):
+        raise Exit(code=1)
 
 
 @task(help={"k": "only tests matching this pytest -k expression", "args": "extra pytest arguments"})

@@ -22,6 +22,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cached_property
+from pathlib import Path
 from typing import Any, TextIO
 from urllib.parse import quote
 
@@ -29,6 +30,7 @@ import httpx
 
 from ops.admin import AdminClient, IngressClient
 from ops.audit import audit, read_tickets
+from ops.cluster import node_loss
 from ops.environments import Environment
 from ops.errors import ApiError, NexusError
 from ops.processes import port_open
@@ -250,7 +252,8 @@ def restart(cx: ChaosContext, name: str) -> float:
     procs.stop(name)  # reaps it and drops the stale PID file
     runtime = cx.stack.runtime
     if name == SERVER:
-        assert isinstance(runtime, BinaryRuntime)
+        if not isinstance(runtime, BinaryRuntime):
+            raise NexusError(f"cannot restart restate-server of runtime {cx.env.runtime}")
         spec = runtime.spec()
     else:
         spec = cx.stack.service_spec()
@@ -317,14 +320,27 @@ def service_crash(cx: ChaosContext) -> str:
                 )
         finally:
             client.close()
+    mails = mails_for(cx, seats)
+    expect(all(n == 1 for n in mails.values()), f"mails per booking: {mails}")
     figures = expect_audit(cx, f"{cx.prefix}svc-crash")
     note = "" if reached else " (not all were in flight)"
     return (
         f"killed service pid {pid} with {in_flight}/{len(seats)} charges in flight{note};"
         f" back in {back:.1f}s; {len(seats)}/{len(seats)} bookings 200,"
-        f" {len(seats)} charges (1 per booking, {replayed} gateway attempts);"
-        f" recovered {recovered:.1f}s after the kill; {figures}"
+        f" {len(seats)} charges and {sum(mails.values())} mails (1 each,"
+        f" {replayed} gateway attempts); recovered {recovered:.1f}s after the kill; {figures}"
     )
+
+
+def mails_for(cx: ChaosContext, seats: list[str]) -> dict[str, int]:
+    """Confirmation mails in the local outbox, per seat."""
+    counts = dict.fromkeys(seats, 0)
+    for mail in (Path(cx.stack.outbox) / "new").glob("*.eml"):
+        text = mail.read_text(errors="replace")
+        for seat in seats:
+            if f"seat {seat} is booked" in text:
+                counts[seat] += 1
+    return counts
 
 
 def _one_checkout(cx: ChaosContext, ticket: str, user: str) -> Answer:
@@ -457,20 +473,24 @@ class BackgroundLoad:
 
 
 def _resend(cx: ChaosContext, requests: list[LoadRequest]) -> None:
-    """Re-send every undecided request with its own Idempotency-Key."""
-    client = cx.client()
-    try:
-        for req in requests:
-            if req.first.definitive:
-                req.final = req.first
-                continue
+    """Re-send every undecided request with its own Idempotency-Key (a few tries each)."""
+
+    def settle(req: LoadRequest) -> None:
+        client = cx.client()
+        try:
             for _ in range(3):
                 req.final = checkout(client, req.seat, req.user, idempotency_key=req.key)
                 if req.final.definitive:
-                    break
+                    return
                 time.sleep(1.0)
-    finally:
-        client.close()
+        finally:
+            client.close()
+
+    for req in requests:
+        if req.first.definitive:
+            req.final = req.first
+    with ThreadPoolExecutor(LOAD_WORKERS) as pool:
+        list(pool.map(settle, [r for r in requests if r.final is None]))
 
 
 # --- 3. server-crash ---------------------------------------------------------------------
@@ -1027,6 +1047,14 @@ def restart_idempotence(cx: ChaosContext) -> str:
 
 Scenario = Callable[[ChaosContext], str]
 
+
+def node_loss_scenario(cx: ChaosContext) -> str:
+    """node-loss: SIGKILL a cluster node under load, restart it; no booking lost."""
+    if cx.env.runtime != "cluster":
+        raise Skip(f"needs runtime = cluster, a node to lose (here: {cx.env.runtime})")
+    return node_loss(cx.env)
+
+
 SCENARIOS: dict[str, Scenario] = {
     "service-crash": service_crash,
     "gateway-outage": gateway_outage,
@@ -1036,6 +1064,7 @@ SCENARIOS: dict[str, Scenario] = {
     "bad-input": bad_input,
     "unsigned": unsigned,
     "restart-idempotence": restart_idempotence,
+    "node-loss": node_loss_scenario,
 }
 
 

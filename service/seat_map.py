@@ -10,7 +10,7 @@ from restate import ObjectContext, ObjectSharedContext
 from restate.serde import BytesSerde
 
 from service.models import SEAT_PREFIX, SeatEntry, SeatUpdate
-from service.validation import parse_json
+from service.validation import check_id, parse_json
 
 seat_map = restate.VirtualObject("SeatMap")
 
@@ -29,6 +29,7 @@ async def update(ctx: ObjectContext, notice: SeatUpdate) -> None:
 @seat_map.handler(kind="shared", input_serde=BytesSerde())
 async def get(ctx: ObjectSharedContext, body: bytes) -> list[dict[str, str]]:
     """All seats of the event seen so far, sorted by id; accepts an empty body or `{}`."""
+    check_id("eventId", ctx.key())
     if body.strip():
         parse_json(body)
     seats: list[dict[str, str]] = []

@@ -27,6 +27,8 @@ def parse_json(body: bytes, *, allow_empty: bool = False) -> Any:
         raise bad_request(f"Request body is not valid JSON: {exc}") from None
     except RecursionError:
         raise bad_request("Request body is nested too deeply") from None
+    except ValueError as exc:  # e.g. an integer longer than Python's 4300-digit limit
+        raise bad_request(f"Request body holds a value that cannot be read: {exc}") from None
 
 
 def require_object(value: Any) -> dict[str, Any]:

@@ -16,6 +16,7 @@ from ops import chaos
 from ops.chaos import ChaosContext, Probe, bad_input_probes, fuzz_probes, run_chaos, select
 from ops.environments import Environment, load
 from ops.errors import NexusError
+from ops.scenarios import Outcome
 from service.checkout import parse_checkout
 from service.validation import check_id, parse_json, user_id_from
 
@@ -72,7 +73,7 @@ def hosted(tmp_path: Path) -> Environment:
     return env_from(tmp_path, HOSTED, "hosted-chaos")
 
 
-def run(env: Environment, scenario: str) -> tuple[list[chaos.Outcome], str]:
+def run(env: Environment, scenario: str) -> tuple[list[Outcome], str]:
     out = io.StringIO()
     outcomes = run_chaos(env, scenario, out=out)
     return outcomes, out.getvalue()
