@@ -16,7 +16,7 @@ from ops import chaos
 from ops.chaos import ChaosContext, Probe, bad_input_probes, fuzz_probes, run_chaos, select
 from ops.environments import Environment, load
 from ops.errors import NexusError
-from ops.scenarios import Outcome
+from ops.scenarios import Outcome, Skip
 from service.checkout import parse_checkout
 from service.validation import check_id, parse_json, user_id_from
 
@@ -111,7 +111,20 @@ def test_every_issue_scenario_is_there() -> None:
         "bad-input",
         "unsigned",
         "restart-idempotence",
+        "node-loss",
     ]
+
+
+def test_node_loss_skips_outside_a_cluster(tmp_path: Path) -> None:
+    env_file = tmp_path / "single.toml"
+    env_file.write_text(
+        '[restate]\nruntime = "binary"\ningress_url = "http://127.0.0.1:1"\n'
+        'admin_url = "http://127.0.0.1:2"\n[service]\nmode = "process"\n'
+        'url = "http://127.0.0.1:3"\n'
+    )
+    env = load(str(env_file), root=tmp_path)
+    with pytest.raises(Skip, match="needs runtime = cluster"):
+        chaos.node_loss_scenario(chaos.ChaosContext(env))
 
 
 # --- skips (no network: each skips before its first request) ---------------------------------
