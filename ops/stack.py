@@ -24,11 +24,12 @@ GATEWAY = "gateway"
 SERVICE = "service"
 SMOKE_TICKET = "nexus-smoke:seat-0"
 # One process per app (no supervisor and worker children), so its PID is the server.
-HYPERCORN = ("--workers", "0", "--graceful-timeout", "1", "--bind")
+HYPERCORN_CONFIG = Path(__file__).with_name("hypercorn.toml")
+HYPERCORN = ("--config", str(HYPERCORN_CONFIG), "--bind")
 
 
 def source_digest(path: Path) -> str:
-    """A digest of the Python sources a process runs: new code means a restart."""
+    """A digest of the sources (or config file) a process runs: a change means a restart."""
     files = sorted(path.rglob("*.py")) if path.is_dir() else [path] if path.is_file() else []
     digest = hashlib.sha256()
     for file in files:
@@ -57,7 +58,7 @@ def hypercorn_spec(
         ports=[(endpoint.host, endpoint.port)],
         ready=http_ready(f"{endpoint.url}/health"),
         env=env or {},
-        inputs=source_digest(sources),
+        inputs=source_digest(sources) + source_digest(HYPERCORN_CONFIG),
         stop_timeout=3.0,
     )
 
