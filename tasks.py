@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import shlex
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from invoke import Context, Exit, task
@@ -20,11 +22,18 @@ from ops.stack import status_lines
 ENV_HELP = "environment name under environments/ (or a path to a .toml file); default: local"
 
 
-def _env(name: str) -> environments.Environment:
+@contextmanager
+def _errors() -> Iterator[None]:
+    """Expected failures end a task with their message and exit code 2, not a traceback."""
     try:
-        return environments.load(name)
+        yield
     except NexusError as exc:
         raise Exit(f"error: {exc}", code=2) from None
+
+
+def _env(name: str) -> environments.Environment:
+    with _errors():
+        return environments.load(name)
 
 
 @task(
@@ -36,10 +45,8 @@ def _env(name: str) -> environments.Environment:
 )
 def deploy(c: Context, env: str = "local", check: bool = False, diff: bool = False) -> None:
     """Converge the environment: server, gateway, service, registration, smoke call."""
-    try:
+    with _errors():
         play = deploy_play(_env(env), check=check, diff=diff)
-    except NexusError as exc:
-        raise Exit(f"error: {exc}", code=2) from None
     if play.failed:
         raise Exit(code=1)
 
@@ -53,10 +60,8 @@ def deploy(c: Context, env: str = "local", check: bool = False, diff: bool = Fal
 )
 def down(c: Context, env: str = "local", purge: bool = False, check: bool = False) -> None:
     """Stop everything deploy started (no process left behind)."""
-    try:
+    with _errors():
         play = down_play(_env(env), purge=purge, check=check)
-    except NexusError as exc:
-        raise Exit(f"error: {exc}", code=2) from None
     if play.failed:
         raise Exit(code=1)
 
@@ -64,10 +69,8 @@ def down(c: Context, env: str = "local", purge: bool = False, check: bool = Fals
 @task(help={"env": ENV_HELP})
 def status(c: Context, env: str = "local") -> None:
     """Server health, deployments, services and handlers, processes with PIDs and ports."""
-    try:
+    with _errors():
         print("\n".join(status_lines(_env(env))))
-    except NexusError as exc:
-        raise Exit(f"error: {exc}", code=2) from None
 
 
 @task(
@@ -76,10 +79,8 @@ def status(c: Context, env: str = "local") -> None:
 )
 def test_all(c: Context, env: str = "local", junit: str = "") -> None:
     """Run the contract scenarios through the environment's ingress (with its token)."""
-    try:
+    with _errors():
         outcomes = scenarios.test_all(_env(env), junit=Path(junit) if junit else None)
-    except NexusError as exc:
-        raise Exit(f"error: {exc}", code=2) from None
     if any(o.status == "failed" for o in outcomes):
         raise Exit(code=1)
 
@@ -109,7 +110,7 @@ def load(
 ) -> None:
     """Run a k6 load through the environment's ingress, then audit what it booked."""
     environment = _env(env)
-    try:
+    with _errors():
         result = loadrun.run_load(
             environment,
             vus=vus,
@@ -119,8 +120,6 @@ def load(
             ramp=ramp,
             report_html=Path(report) if report else None,
         )
-    except NexusError as exc:
-        raise Exit(f"error: {exc}", code=1) from None
     loadrun.print_result(result)
     if out:
         loadrun.write_json(result.to_dict(), Path(out))
@@ -131,10 +130,8 @@ def load(
 @task(help={"env": ENV_HELP, "prefix": "only seats whose id starts with this"})
 def audit(c: Context, env: str = "local", prefix: str = "") -> None:
     """Check the booking invariants in Restate's state and the gateway's charges."""
-    try:
+    with _errors():
         report = audit_mod.audit(_env(env), prefix=prefix)
-    except NexusError as exc:
-        raise Exit(f"error: {exc}", code=1) from None
     print("\n".join(report.lines()))
     if not report.ok:
         raise Exit(code=1)
@@ -152,10 +149,8 @@ def bench(
     c: Context, env: str = "local", vus: int = 32, duration: str = "20s", out: str = ""
 ) -> None:
     """Measure no-op calls vs. full checkouts on this machine: rate, ratio, latency, CPU."""
-    try:
+    with _errors():
         result = loadrun.bench(_env(env), vus=vus, duration=duration)
-    except NexusError as exc:
-        raise Exit(f"error: {exc}", code=1) from None
     print("\n".join(loadrun.bench_lines(result)))
     if out:
         loadrun.write_json(result, Path(out))
@@ -170,10 +165,8 @@ def bench(
 )
 def chaos(c: Context, env: str = "local", scenario: str = "") -> None:
     """Inject faults (kills, gateway outage, hot seat, bad input, ...) and check recovery."""
-    try:
+    with _errors():
         outcomes = chaos_mod.run_chaos(_env(env), scenario or None)
-    except NexusError as exc:
-        raise Exit(f"error: {exc}", code=2) from None
     if any(o.status == "failed" for o in outcomes):
         raise Exit(code=1)
 
