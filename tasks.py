@@ -14,10 +14,14 @@ from ops import audit as audit_mod
 from ops import chaos as chaos_mod
 from ops import environments, scenarios
 from ops import load as loadrun
+from ops.build import Build
+from ops.environments import PROJECT_ROOT
 from ops.errors import NexusError
 from ops.stack import deploy as deploy_play
 from ops.stack import down as down_play
 from ops.stack import status_lines
+from ops.steps import Context as StepContext
+from ops.steps import Play
 
 ENV_HELP = "environment name under environments/ (or a path to a .toml file); default: local"
 
@@ -168,6 +172,18 @@ def chaos(c: Context, env: str = "local", scenario: str = "") -> None:
     with _errors():
         outcomes = chaos_mod.run_chaos(_env(env), scenario or None)
     if any(o.status == "failed" for o in outcomes):
+        raise Exit(code=1)
+
+
+@task(help={"check": "show what would be built, build nothing"})
+def build(c: Context, check: bool = False) -> None:
+    """Build a wheel into dist/ and a container context (Dockerfile) for the service."""
+    play = Play("build", StepContext(check=check))
+    with _errors():
+        for name, step in Build(PROJECT_ROOT).steps():
+            play.run(name, step)
+    play.recap()
+    if play.failed:
         raise Exit(code=1)
 
 
