@@ -164,6 +164,53 @@ class IngressClient(_Client):
         return self.request("POST", path, content=content, headers=hdrs, timeout=timeout)
 
 
+class GatewayClient:
+    """The mock payment gateway's charge list and fault settings (`ops.mock_gateway`)."""
+
+    def __init__(
+        self, url: str, *, timeout: float = 30.0, transport: httpx.BaseTransport | None = None
+    ) -> None:
+        self.url = url.rstrip("/")
+        self._http = httpx.Client(base_url=self.url, timeout=timeout, transport=transport)
+
+    def close(self) -> None:
+        self._http.close()
+
+    def _json(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
+        try:
+            resp = self._http.request(method, path, **kwargs)
+            resp.raise_for_status()
+        except httpx.HTTPError as exc:
+            raise ApiError(f"mock gateway at {self.url}: {method} {path} failed: {exc}") from None
+        data: dict[str, Any] = resp.json()
+        return data
+
+    def config(self) -> dict[str, Any]:
+        return self._json("GET", "/admin/config")
+
+    def configure(self, **body: float) -> dict[str, Any]:
+        """Set `latency_ms` and/or start an outage of `outage_seconds`."""
+        return self._json("PUT", "/admin/config", json=body)
+
+    def charges(self, ticket: str | None = None) -> list[dict[str, Any]]:
+        """Every recorded charge, or one seat's."""
+        params = {"ticketId": ticket} if ticket is not None else None
+        rows: list[dict[str, Any]] = self._json("GET", "/charges", params=params)["charges"]
+        return rows
+
+    def attempts(self) -> int:
+        """Charge requests the gateway has received (lists no charges to find out)."""
+        return int(self._json("GET", "/charges", params={"ticketId": "-"})["attempts"])
+
+    def live_charges(self, ticket: str) -> list[dict[str, Any]]:
+        """Successful, unrefunded charges for one seat."""
+        return [
+            c
+            for c in self.charges(ticket)
+            if c.get("status") == "succeeded" and not c.get("refunded")
+        ]
+
+
 def signature(services: list[dict[str, Any]]) -> Signature:
     """What registration compares: services, their type, and each handler's shape."""
     result: Signature = {}

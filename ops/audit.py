@@ -15,11 +15,8 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
-import httpx
-
-from ops.admin import AdminClient
+from ops.admin import AdminClient, GatewayClient
 from ops.environments import Environment
-from ops.errors import ApiError
 from service.models import TICKET, TicketState, TicketStatus
 
 HOLD_GRACE_MS = 5_000
@@ -65,15 +62,13 @@ def read_tickets(admin: AdminClient, prefix: str = "") -> dict[str, list[TicketS
     return seats
 
 
-def read_charges(gateway_url: str, token: str | None = None) -> list[dict[str, Any]]:
+def read_charges(gateway_url: str) -> list[dict[str, Any]]:
     """The mock gateway's charge list."""
+    gateway = GatewayClient(gateway_url)
     try:
-        resp = httpx.get(f"{gateway_url}/charges", timeout=30)
-        resp.raise_for_status()
-    except httpx.HTTPError as exc:
-        raise ApiError(f"gateway at {gateway_url} did not list its charges: {exc}") from None
-    rows: list[dict[str, Any]] = resp.json()["charges"]
-    return rows
+        return gateway.charges()
+    finally:
+        gateway.close()
 
 
 def check(

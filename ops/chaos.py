@@ -28,12 +28,12 @@ from urllib.parse import quote
 
 import httpx
 
-from ops.admin import AdminClient, IngressClient
+from ops.admin import AdminClient, GatewayClient, IngressClient
 from ops.audit import audit, read_tickets
 from ops.cluster import node_loss
 from ops.environments import Environment
 from ops.errors import ApiError, NexusError
-from ops.processes import port_open
+from ops.processes import poll_until
 from ops.runtimes import SERVER, BinaryRuntime, ensure_process
 from ops.scenarios import SHORT_HOLD_S, CheckFailed, Outcome, Skip, expect, run_checks
 from ops.stack import SERVICE, Stack, deploy
@@ -162,45 +162,11 @@ def ticket_state(client: IngressClient, ticket: str) -> dict[str, Any]:
     return data
 
 
-class Gateway:
-    """The mock gateway's admin and charge-list endpoints."""
-
-    def __init__(self, url: str) -> None:
-        self._http = httpx.Client(base_url=url, timeout=10.0)
-        self.url = url
-
-    def close(self) -> None:
-        self._http.close()
-
-    def _json(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
-        try:
-            resp = self._http.request(method, path, **kwargs)
-            resp.raise_for_status()
-        except httpx.HTTPError as exc:
-            raise NexusError(f"mock gateway at {self.url}: {method} {path} failed: {exc}") from None
-        data: dict[str, Any] = resp.json()
-        return data
-
-    def config(self) -> dict[str, Any]:
-        return self._json("GET", "/admin/config")
-
-    def configure(self, **body: float) -> dict[str, Any]:
-        return self._json("PUT", "/admin/config", json=body)
-
-    def attempts(self) -> int:
-        return int(self._json("GET", "/charges", params={"ticketId": "-"})["attempts"])
-
-    def live_charges(self, ticket: str) -> list[dict[str, Any]]:
-        """Successful, unrefunded charges for one seat."""
-        rows = self._json("GET", "/charges", params={"ticketId": ticket})["charges"]
-        return [c for c in rows if c.get("status") == "succeeded" and not c.get("refunded")]
-
-
 @contextmanager
-def gateway_faults(cx: ChaosContext) -> Iterator[Gateway]:
+def gateway_faults(cx: ChaosContext) -> Iterator[GatewayClient]:
     """The mock gateway, with its latency restored and any outage ended afterwards."""
     require_mock_gateway(cx)
-    gw = Gateway(cx.env.gateway.url)
+    gw = GatewayClient(cx.env.gateway.url, timeout=10.0)
     try:
         saved = float(gw.config().get("latency_ms", 0.0))
     except NexusError:
@@ -249,7 +215,7 @@ def restart(cx: ChaosContext, name: str) -> float:
     """Bring a killed process back with the toolkit's own spec; seconds it took."""
     started = time.monotonic()
     procs = cx.stack.procs
-    procs.stop(name)  # reaps it and drops the stale PID file
+    procs.stop(name)  # reaps it, waits for its ports, drops the stale PID file
     runtime = cx.stack.runtime
     if name == SERVER:
         if not isinstance(runtime, BinaryRuntime):
@@ -257,10 +223,6 @@ def restart(cx: ChaosContext, name: str) -> float:
         spec = runtime.spec()
     else:
         spec = cx.stack.service_spec()
-    # A SIGKILLed multi-threaded process shows as a zombie while its other threads still
-    # hold its sockets for a moment: wait for the ports, or the start sees them in use.
-    closed = wait_until(lambda: not any(port_open(h, p) for h, p in spec.ports), 15.0)
-    expect(closed, f"{name}: its ports were still open 15 s after it was stopped")
     ensure_process(procs, spec, Context())
     return time.monotonic() - started
 
@@ -269,15 +231,6 @@ def ensure_running(cx: ChaosContext, name: str) -> None:
     """Cleanup: restart `name` if a scenario left it dead."""
     if not cx.stack.procs.info(name).alive:
         restart(cx, name)
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float, step: float = 0.05) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(step)
-    return predicate()
 
 
 # --- 1. service-crash --------------------------------------------------------------------
@@ -293,7 +246,7 @@ def service_crash(cx: ChaosContext) -> str:
             gw.configure(latency_ms=CRASH_LATENCY_MS)
             before = gw.attempts()
             futures = [pool.submit(_one_checkout, cx, t, f"crash-{i}") for i, t in enumerate(seats)]
-            reached = wait_until(lambda: gw.attempts() >= before + len(seats), 15.0, 0.02)
+            reached = poll_until(lambda: gw.attempts() >= before + len(seats), 15.0, 0.02)
             in_flight = gw.attempts() - before
             expect(in_flight > 0, "no charge reached the gateway within 15 s")
             killed_at = time.monotonic()
@@ -390,7 +343,7 @@ def gateway_outage(cx: ChaosContext) -> str:
                 state = ticket_state(client, t)
                 expect(state["status"] == "AVAILABLE", f"{t} left {state['status']}")
                 expect(not gw.live_charges(t), f"{t}: charged although the booking failed")
-            ended = wait_until(
+            ended = poll_until(
                 lambda: float(gw.config()["outage_remaining_s"]) == 0.0, LONG_OUTAGE_S + 5, 0.1
             )
             expect(ended, "the outage did not end")
@@ -597,7 +550,7 @@ def hot_seat(cx: ChaosContext) -> str:
     expect(state["status"] == "SOLD" and state["reservedBy"] == winner, f"seat is {state}")
     charges = "charges not listed (external gateway)"
     if cx.env.gateway_mode == "mock":
-        gw = Gateway(cx.env.gateway.url)
+        gw = GatewayClient(cx.env.gateway.url, timeout=10.0)
         try:
             live = gw.live_charges(t)
         finally:
@@ -630,7 +583,7 @@ def hold_expiry(cx: ChaosContext) -> str:
         time.sleep(max(0.0, until - time.time() + 0.05))
         early = client.call("Ticket", "confirm", "idler", key=racing, timeout=30)
         expect(early.status_code == 409, f"confirm at expiry answered {early.status_code}")
-        freed = wait_until(
+        freed = poll_until(
             lambda: ticket_state(client, waited)["status"] == "AVAILABLE", 10.0, 0.25
         )
         expect(freed, "the hold never expired")

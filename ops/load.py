@@ -13,9 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
-import httpx
-
 from ops import k6
+from ops.admin import GatewayClient
 from ops.audit import AuditReport, audit
 from ops.environments import Endpoint, Environment
 from ops.errors import NexusError
@@ -170,7 +169,9 @@ def bench(
         env.root,
         sources=Path(__file__).parent / "bench_service.py",
     )
-    gateway_config = httpx_put(f"{env.gateway.url}/admin/config", {"latency_ms": 0})
+    gateway = GatewayClient(env.gateway.url, timeout=5.0)
+    latency_before = gateway.config()["latency_ms"]
+    gateway.configure(latency_ms=0)
     bench_pid = stack.procs.start(spec)
     deployment = stack.admin.register(endpoint.url, force=False, dry_run=False)
     try:
@@ -195,9 +196,8 @@ def bench(
     finally:
         stack.admin.delete_deployment(str(deployment["id"]))
         stack.procs.stop(BENCH)
-        httpx_put(
-            f"{env.gateway.url}/admin/config", {"latency_ms": gateway_config.get("latency_ms", 0)}
-        )
+        gateway.configure(latency_ms=latency_before)
+        gateway.close()
     noop_rate = noop.summary.checkouts_per_s
     rate = full.summary.checkouts_per_s
     return {
@@ -214,16 +214,6 @@ def bench(
         "cpu_noop_s": {k: round(v, 2) for k, v in noop_cpu.items()},
         "cpu_checkout_s": {k: round(v, 2) for k, v in full_cpu.items()},
     }
-
-
-def httpx_put(url: str, body: dict[str, Any]) -> dict[str, Any]:
-    try:
-        resp = httpx.put(url, json=body, timeout=5)
-        resp.raise_for_status()
-    except httpx.HTTPError as exc:
-        raise NexusError(f"could not configure the mock gateway at {url}: {exc}") from None
-    data: dict[str, Any] = resp.json()
-    return data
 
 
 def _wait_routable(stack: Stack, timeout: float) -> None:

@@ -23,6 +23,8 @@ import httpx
 
 from ops.errors import PortInUse, ProcessError
 
+PORT_RELEASE_S = 10.0
+
 # Popen objects of children started by this interpreter, so they can be reaped.
 _children: dict[int, subprocess.Popen[bytes]] = {}
 
@@ -66,6 +68,17 @@ class ProcessInfo:
     log: Path
     stop_timeout: float = 15.0
     reused: bool = False  # the PID now belongs to another program: never signal it
+    ports: list[tuple[str, int]] = field(default_factory=list)
+
+
+def poll_until(predicate: Callable[[], bool], timeout: float, step: float = 0.05) -> bool:
+    """Poll `predicate` until it holds or `timeout` seconds pass; its last answer."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(step)
+    return predicate()
 
 
 def port_open(host: str, port: int, timeout: float = 0.3) -> bool:
@@ -149,12 +162,20 @@ class ProcessManager:
             pid, fingerprint = int(data["pid"]), data.get("fingerprint")
             command = str(data.get("command", ""))
             stop_timeout = float(data.get("stop_timeout", 15.0))
+            ports = [(str(h), int(p)) for h, p in data.get("ports", [])]
         except (OSError, ValueError, KeyError, TypeError):
-            command, stop_timeout = "", 15.0
+            command, stop_timeout, ports = "", 15.0, []
         live = pid is not None and pid_alive(pid)
         reused = live and pid is not None and not _runs(pid, command)
         return ProcessInfo(
-            name, pid, live and not reused, fingerprint, self.log_file(name), stop_timeout, reused
+            name,
+            pid,
+            live and not reused,
+            fingerprint,
+            self.log_file(name),
+            stop_timeout,
+            reused,
+            ports,
         )
 
     def known(self) -> list[str]:
@@ -164,10 +185,6 @@ class ProcessManager:
     def start(self, spec: ProcessSpec, *, wait: bool = True) -> int:
         """Start `spec` in the background and (unless `wait` is False) wait until ready."""
         for host, port in spec.ports:
-            # A process killed a moment ago may hold its port a little longer.
-            deadline = time.monotonic() + 3.0
-            while port_open(host, port) and time.monotonic() < deadline:
-                time.sleep(0.1)
             if port_open(host, port):
                 raise PortInUse(
                     f"{spec.name}: port {port} on {host} is already in use by a process this"
@@ -201,6 +218,7 @@ class ProcessManager:
                     "fingerprint": spec.fingerprint(),
                     "command": spec.argv[0],
                     "stop_timeout": spec.stop_timeout,
+                    "ports": [list(p) for p in spec.ports],
                 }
             )
         )
@@ -240,6 +258,12 @@ class ProcessManager:
             wait = info.stop_timeout if timeout is None else timeout
             _terminate_group(info.pid, wait, name)
         _reap(info.pid)
+        # A SIGKILLed multi-threaded process can hold its sockets a moment after it is
+        # gone: stopped means its ports are free again, so a restart finds them free.
+        if not poll_until(lambda: not any(port_open(h, p) for h, p in info.ports), PORT_RELEASE_S):
+            raise ProcessError(
+                f"{name}: its ports were still open {PORT_RELEASE_S:g}s after it stopped"
+            )
         return info.alive
 
     def kill(self, name: str, sig: int = signal.SIGKILL) -> int | None:
@@ -271,16 +295,11 @@ def _runs(pid: int, command: str) -> bool:
 def _terminate_group(pgid: int, wait: float, name: str) -> None:
     """SIGTERM the group, SIGKILL what is left after `wait` seconds."""
     _signal_group(pgid, signal.SIGTERM)
-    deadline = time.monotonic() + wait
-    while time.monotonic() < deadline and group_alive(pgid):
-        time.sleep(0.05)
-    if group_alive(pgid):
-        _signal_group(pgid, signal.SIGKILL)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and group_alive(pgid):
-            time.sleep(0.05)
-        if group_alive(pgid):
-            raise ProcessError(f"{name}: process group {pgid} survived SIGKILL")
+    if poll_until(lambda: not group_alive(pgid), wait):
+        return
+    _signal_group(pgid, signal.SIGKILL)
+    if not poll_until(lambda: not group_alive(pgid), 10.0):
+        raise ProcessError(f"{name}: process group {pgid} survived SIGKILL")
 
 
 def _signal_group(pid: int, sig: int) -> None:

@@ -7,14 +7,13 @@ import difflib
 import platform
 import shutil
 import subprocess
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
 from ops.environments import Environment
 from ops.errors import NexusError, RuntimeUnavailable
-from ops.processes import ProcessManager, ProcessSpec, http_ready, port_open
+from ops.processes import ProcessManager, ProcessSpec, http_ready, poll_until
 from ops.steps import Context, Result, StepFn
 
 Probe = Callable[[], bool]
@@ -345,11 +344,6 @@ def ensure_process(
         return Result.changed(f"would {verb} {spec.name}", lines)
     if info.alive:
         procs.stop(spec.name)
-        wait_until(
-            lambda: not any(port_open(h, p) for h, p in spec.ports),
-            10.0,
-            f"{spec.name}: its ports were still open 10 s after it stopped",
-        )
     if before_start is not None:
         before_start()
     pid = procs.start(spec)
@@ -363,7 +357,8 @@ def stop_step(procs: ProcessManager, name: str) -> StepFn:
     def step(ctx: Context) -> Result:
         info = procs.info(name)
         if not info.alive:
-            procs.pid_file(name).unlink(missing_ok=True) if not ctx.check else None
+            if not ctx.check:
+                procs.pid_file(name).unlink(missing_ok=True)
             return Result.ok(f"{name} not running")
         if ctx.check:
             return Result.changed(f"would stop {name} (pid {info.pid})")
@@ -379,9 +374,5 @@ def _all(*probes: Probe) -> Probe:
 
 def wait_until(probe: Probe, timeout: float, message: str) -> None:
     """Poll `probe` until it is true; fail with `message` after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if probe():
-            return
-        time.sleep(0.2)
-    raise NexusError(message)
+    if not poll_until(probe, timeout, 0.2):
+        raise NexusError(message)

@@ -197,9 +197,8 @@ class Stack:
     def gateway_step(self, ctx: Context) -> Result:
         if self.env.gateway_mode != "mock":
             return Result.skipped(f"external payment gateway at {self.env.gateway.url}")
-        (self.env.state_dir / "gateway").mkdir(
-            parents=True, exist_ok=True
-        ) if not ctx.check else None
+        if not ctx.check:
+            (self.env.state_dir / "gateway").mkdir(parents=True, exist_ok=True)
         return ensure_process(self.procs, self.gateway_spec(), ctx)
 
     def service_step(self, ctx: Context) -> Result:

@@ -23,6 +23,7 @@ from ops.processes import (
     free_port,
     http_ready,
     pid_alive,
+    poll_until,
     port_open,
 )
 
@@ -43,12 +44,7 @@ PARENT = (
 
 
 def wait_until(probe: Callable[[], bool], timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if probe():
-            return True
-        time.sleep(0.02)
-    return probe()
+    return poll_until(probe, timeout, 0.02)
 
 
 def server_spec(
