@@ -88,6 +88,20 @@ def port_open(host: str, port: int, timeout: float = 0.3) -> bool:
     return False
 
 
+def port_free(host: str, port: int) -> bool:
+    """True when the port can be bound now: nothing listens, nothing is still closing.
+
+    Stricter than `port_open`: a dying listener can leave a connect hanging (and so look
+    closed) while its socket still holds the port."""
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     """A port nothing listens on right now (for tests and ad-hoc environments)."""
     with socket.socket() as sock:
@@ -185,7 +199,7 @@ class ProcessManager:
     def start(self, spec: ProcessSpec, *, wait: bool = True) -> int:
         """Start `spec` in the background and (unless `wait` is False) wait until ready."""
         for host, port in spec.ports:
-            if port_open(host, port):
+            if not port_free(host, port):
                 raise PortInUse(
                     f"{spec.name}: port {port} on {host} is already in use by a process this"
                     " toolkit did not start; stop it, or choose another port in the"
@@ -260,7 +274,7 @@ class ProcessManager:
         _reap(info.pid)
         # A SIGKILLed multi-threaded process can hold its sockets a moment after it is
         # gone: stopped means its ports are free again, so a restart finds them free.
-        if not poll_until(lambda: not any(port_open(h, p) for h, p in info.ports), PORT_RELEASE_S):
+        if not poll_until(lambda: all(port_free(h, p) for h, p in info.ports), PORT_RELEASE_S):
             raise ProcessError(
                 f"{name}: its ports were still open {PORT_RELEASE_S:g}s after it stopped"
             )
