@@ -303,7 +303,8 @@ def _runs(pid: int, command: str) -> bool:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
         return True  # no /proc: trust the PID file
-    return not command or Path(command).name.encode() in cmdline
+    # An exiting process has already dropped its command line: still ours, not reused.
+    return not command or not cmdline or Path(command).name.encode() in cmdline
 
 
 def _terminate_group(pgid: int, wait: float, name: str) -> None:
