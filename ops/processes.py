@@ -303,8 +303,19 @@ def _runs(pid: int, command: str) -> bool:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
         return True  # no /proc: trust the PID file
-    # An exiting process has already dropped its command line: still ours, not reused.
-    return not command or not cmdline or Path(command).name.encode() in cmdline
+    if not command or Path(command).name.encode() in cmdline:
+        return True
+    # A process in its exit drops its command line before it dies: still ours.
+    return not cmdline and _exiting(pid)
+
+
+def _exiting(pid: int) -> bool:
+    """The kernel's PF_EXITING flag (0x4) in /proc/PID/stat."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()
+    except OSError:
+        return False
+    return bool(int(fields[6]) & 0x4)
 
 
 def _terminate_group(pgid: int, wait: float, name: str) -> None:
