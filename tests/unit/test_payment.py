@@ -1,20 +1,23 @@
-"""Payment client (service/payment.py) against in-process httpx.MockTransport gateways."""
+"""Payment client (service/payment.py): retry and classification rules against a scripted
+`Post`, and the aiohttp exchange itself against a real loopback server."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import time
-from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
-import httpx
 import pytest
+from aiohttp import web
 
 from service import payment
 from service.config import Settings
 from service.models import ChargeOutcome
+from service.payment import Answer, GatewayTimeout, GatewayUnreachable
 
 SETTINGS = Settings(
     gateway_url="http://gateway.test",
@@ -26,26 +29,35 @@ SETTINGS = Settings(
     identity_keys=(),
 )
 
-Handler = Callable[[httpx.Request], httpx.Response]
+
+def reply(status: int, data: Any = None, text: str | None = None) -> Answer:
+    body = text.encode() if text is not None else json.dumps(data).encode() if data else b""
+    return Answer(status, body)
+
+
+@dataclass
+class Sent:
+    url: str
+    body: dict[str, Any] | None
+    headers: dict[str, str]
+    timeout_s: float
 
 
 class Recorder:
-    """A MockTransport handler that plays a script of answers and records requests."""
+    """A `Post` that plays a script of answers (or exceptions) and records requests."""
 
-    def __init__(self, *answers: httpx.Response | Exception) -> None:
+    def __init__(self, *answers: Answer | Exception) -> None:
         self.answers = list(answers)
-        self.requests: list[httpx.Request] = []
+        self.requests: list[Sent] = []
 
-    def __call__(self, request: httpx.Request) -> httpx.Response:
-        self.requests.append(request)
+    async def __call__(
+        self, url: str, body: dict[str, Any] | None, headers: dict[str, str], timeout_s: float
+    ) -> Answer:
+        self.requests.append(Sent(url, body, headers, timeout_s))
         answer = self.answers[min(len(self.requests), len(self.answers)) - 1]
         if isinstance(answer, Exception):
             raise answer
         return answer
-
-    @property
-    def transport(self) -> httpx.MockTransport:
-        return httpx.MockTransport(self)
 
 
 def charge(rec: Recorder, settings: Settings = SETTINGS, **kw: str) -> ChargeOutcome:
@@ -56,11 +68,11 @@ def charge(rec: Recorder, settings: Settings = SETTINGS, **kw: str) -> ChargeOut
         "payment_method_id": "card_success",
         **kw,
     }
-    return asyncio.run(payment.charge(settings, transport=rec.transport, **args))
+    return asyncio.run(payment.charge(settings, post=rec, **args))
 
 
 def test_success_returns_charge_id() -> None:
-    rec = Recorder(httpx.Response(200, json={"id": "ch_123", "status": "succeeded"}))
+    rec = Recorder(reply(200, {"id": "ch_123", "status": "succeeded"}))
     out = charge(rec)
     assert out.status == "succeeded"
     assert out.charge_id == "ch_123"
@@ -69,23 +81,22 @@ def test_success_returns_charge_id() -> None:
 
 
 def test_request_shape() -> None:
-    rec = Recorder(httpx.Response(200, json={"id": "ch_1"}))
+    rec = Recorder(reply(200, {"id": "ch_1"}))
     charge(rec, idempotency_key="key-7", ticket_id="t:9", user_id="zoë", payment_method_id="pm")
     req = rec.requests[0]
-    assert req.method == "POST"
-    assert str(req.url) == "http://gateway.test/charges"
+    assert req.url == "http://gateway.test/charges"
     assert req.headers["Idempotency-Key"] == "key-7"
-    assert req.headers["Content-Type"] == "application/json"
-    sent = json.loads(req.content)
-    assert sent["paymentMethodId"] == "pm"
-    assert sent["ticketId"] == "t:9"
-    assert sent["userId"] == "zoë"
-    assert isinstance(sent["amount"], int)
-    assert sent["currency"] == "EUR"
+    assert req.timeout_s == SETTINGS.payment_timeout_s
+    assert req.body is not None
+    assert req.body["paymentMethodId"] == "pm"
+    assert req.body["ticketId"] == "t:9"
+    assert req.body["userId"] == "zoë"
+    assert isinstance(req.body["amount"], int)
+    assert req.body["currency"] == "EUR"
 
 
 def test_decline_is_one_attempt() -> None:
-    rec = Recorder(httpx.Response(402, json={"error": "Payment declined"}))
+    rec = Recorder(reply(402, {"error": "Payment declined"}))
     out = charge(rec)
     assert out.status == "declined"
     assert out.detail == "Payment declined"
@@ -97,12 +108,12 @@ def test_decline_is_one_attempt() -> None:
 @pytest.mark.parametrize(
     ("answer", "detail"),
     [
-        (httpx.Response(402, json={"message": "insufficient funds"}), "insufficient funds"),
-        (httpx.Response(402, text="<html>no</html>"), "HTTP 402"),
-        (httpx.Response(402, json=["x"]), "HTTP 402"),
+        (reply(402, {"message": "insufficient funds"}), "insufficient funds"),
+        (reply(402, text="<html>no</html>"), "HTTP 402"),
+        (reply(402, ["x"]), "HTTP 402"),
     ],
 )
-def test_decline_detail(answer: httpx.Response, detail: str) -> None:
+def test_decline_detail(answer: Answer, detail: str) -> None:
     out = charge(Recorder(answer))
     assert out.status == "declined"
     assert out.detail == detail
@@ -110,7 +121,7 @@ def test_decline_detail(answer: httpx.Response, detail: str) -> None:
 
 @pytest.mark.parametrize("status", [400, 401, 404])
 def test_other_4xx_is_a_gateway_problem_not_a_decline(status: int) -> None:
-    rec = Recorder(httpx.Response(status, json={}))
+    rec = Recorder(reply(status, {}))
     out = charge(rec)
     assert out.status == "gateway_error"
     assert f"HTTP {status}" in out.detail
@@ -118,7 +129,7 @@ def test_other_4xx_is_a_gateway_problem_not_a_decline(status: int) -> None:
 
 
 def test_503_then_200_succeeds_on_second_attempt() -> None:
-    rec = Recorder(httpx.Response(503), httpx.Response(200, json={"id": "ch_2"}))
+    rec = Recorder(reply(503), reply(200, {"id": "ch_2"}))
     out = charge(rec)
     assert out.status == "succeeded"
     assert out.charge_id == "ch_2"
@@ -127,13 +138,13 @@ def test_503_then_200_succeeds_on_second_attempt() -> None:
 
 
 def test_429_is_retried() -> None:
-    rec = Recorder(httpx.Response(429), httpx.Response(200, json={"id": "ch_3"}))
+    rec = Recorder(reply(429), reply(200, {"id": "ch_3"}))
     assert charge(rec).attempts == 2
 
 
 @pytest.mark.parametrize("attempts", [1, 2, 4])
 def test_always_503_is_gateway_error_after_all_attempts(attempts: int) -> None:
-    rec = Recorder(httpx.Response(503, json={"error": "Gateway error"}))
+    rec = Recorder(reply(503, {"error": "Gateway error"}))
     out = charge(rec, replace(SETTINGS, payment_attempts=attempts))
     assert out.status == "gateway_error"
     assert out.attempts == attempts
@@ -143,7 +154,7 @@ def test_always_503_is_gateway_error_after_all_attempts(attempts: int) -> None:
 
 
 def test_timeouts_are_gateway_error() -> None:
-    rec = Recorder(httpx.ReadTimeout("slow"))
+    rec = Recorder(GatewayTimeout("slow"))
     out = charge(rec)
     assert out.status == "gateway_error"
     assert len(rec.requests) == SETTINGS.payment_attempts
@@ -151,33 +162,31 @@ def test_timeouts_are_gateway_error() -> None:
 
 
 def test_connect_errors_are_gateway_error() -> None:
-    rec = Recorder(httpx.ConnectError("refused"))
+    rec = Recorder(GatewayUnreachable("ClientConnectorError"))
     out = charge(rec, replace(SETTINGS, payment_attempts=2))
     assert out.status == "gateway_error"
-    assert "unreachable: ConnectError" in out.detail
+    assert "unreachable: ClientConnectorError" in out.detail
     assert len(rec.requests) == 2
 
 
 def test_timeout_then_success() -> None:
-    rec = Recorder(httpx.ReadTimeout("slow"), httpx.Response(200, json={"id": "ch_4"}))
+    rec = Recorder(GatewayTimeout("slow"), reply(200, {"id": "ch_4"}))
     out = charge(rec)
     assert (out.status, out.charge_id, out.attempts) == ("succeeded", "ch_4", 2)
 
 
 def test_same_idempotency_key_on_every_attempt() -> None:
-    rec = Recorder(
-        httpx.Response(503), httpx.ReadTimeout("t"), httpx.Response(500), httpx.Response(503)
-    )
+    rec = Recorder(reply(503), GatewayTimeout("t"), reply(500), reply(503))
     out = charge(rec, idempotency_key="checkout-stable")
     assert out.status == "gateway_error"
     keys = [r.headers["Idempotency-Key"] for r in rec.requests]
     assert keys == ["checkout-stable"] * SETTINGS.payment_attempts
-    bodies = {r.content for r in rec.requests}
+    bodies = {json.dumps(r.body, sort_keys=True) for r in rec.requests}
     assert len(bodies) == 1
 
 
 def test_retries_are_bounded_in_time() -> None:
-    rec = Recorder(httpx.Response(503))
+    rec = Recorder(reply(503))
     started = time.monotonic()
     charge(rec, replace(SETTINGS, payment_attempts=5, payment_backoff_s=0.01))
     elapsed = time.monotonic() - started
@@ -200,29 +209,92 @@ def test_is_retryable(status: int, retry: bool) -> None:
 
 
 def test_refund() -> None:
-    seen: list[httpx.Request] = []
-
-    def handler(request: httpx.Request) -> httpx.Response:
-        seen.append(request)
-        return httpx.Response(200, json={"status": "refunded"})
-
-    result = asyncio.run(
-        payment.refund(
-            SETTINGS, idempotency_key="checkout-k", transport=httpx.MockTransport(handler)
-        )
-    )
+    rec = Recorder(reply(200, {"status": "refunded"}))
+    result = asyncio.run(payment.refund(SETTINGS, idempotency_key="checkout-k", post=rec))
     assert result == "refunded"
-    assert seen[0].method == "POST"
-    assert str(seen[0].url) == "http://gateway.test/charges/checkout-k/refund"
+    assert rec.requests[0].url == "http://gateway.test/charges/checkout-k/refund"
+    assert rec.requests[0].body is None
 
 
 def test_refund_of_unknown_charge() -> None:
-    transport = httpx.MockTransport(lambda r: httpx.Response(404, json={"error": "none"}))
-    result = asyncio.run(payment.refund(SETTINGS, idempotency_key="k", transport=transport))
+    rec = Recorder(reply(404, {"error": "none"}))
+    result = asyncio.run(payment.refund(SETTINGS, idempotency_key="k", post=rec))
     assert result == "nothing to refund"
 
 
 def test_refund_gateway_error_raises_for_retry() -> None:
-    transport = httpx.MockTransport(lambda r: httpx.Response(503))
-    with pytest.raises(httpx.HTTPStatusError):
-        asyncio.run(payment.refund(SETTINGS, idempotency_key="k", transport=transport))
+    with pytest.raises(payment.RefundFailed, match="HTTP 503"):
+        asyncio.run(payment.refund(SETTINGS, idempotency_key="k", post=Recorder(reply(503))))
+
+
+# --- the aiohttp exchange against a real loopback server ---------------------------------
+
+
+async def _with_server(handler: Any, action: Any) -> Any:
+    """Serve `handler` on a free 127.0.0.1 port, run `action(base_url)`, stop."""
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", handler)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    try:
+        return await action(f"http://127.0.0.1:{port}")
+    finally:
+        if payment._session is not None:
+            await payment._session.close()
+            payment._session = None
+        await runner.cleanup()
+
+
+def test_aiohttp_post_sends_json_and_headers() -> None:
+    seen: list[tuple[str, str, dict[str, Any], str]] = []
+
+    async def handler(request: web.Request) -> web.Response:
+        seen.append(
+            (request.method, request.path, await request.json(), request.headers["Idempotency-Key"])
+        )
+        return web.json_response({"id": "ch_9"}, status=200)
+
+    async def action(base: str) -> Answer:
+        return await payment.aiohttp_post(
+            f"{base}/charges", {"userId": "zoë"}, {"Idempotency-Key": "k-1"}, 2.0
+        )
+
+    answer = asyncio.run(_with_server(handler, action))
+    assert answer.status == 200
+    assert answer.json() == {"id": "ch_9"}
+    assert seen == [("POST", "/charges", {"userId": "zoë"}, "k-1")]
+
+
+def test_aiohttp_post_maps_a_slow_gateway_to_timeout() -> None:
+    async def handler(request: web.Request) -> web.Response:
+        await asyncio.sleep(1.0)
+        return web.json_response({})
+
+    async def action(base: str) -> float:
+        started = time.monotonic()
+        with pytest.raises(GatewayTimeout):
+            await payment.aiohttp_post(f"{base}/charges", {}, {}, 0.1)
+        return time.monotonic() - started
+
+    waited = asyncio.run(_with_server(handler, action))
+    assert 0.09 <= waited < 0.9
+
+
+def test_aiohttp_post_maps_a_closed_port_to_unreachable() -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]  # bound, never listening: connections are refused
+
+        async def action() -> Answer:
+            try:
+                return await payment.aiohttp_post(f"http://127.0.0.1:{port}/charges", {}, {}, 1.0)
+            finally:
+                if payment._session is not None:
+                    await payment._session.close()
+                    payment._session = None
+
+        with pytest.raises(GatewayUnreachable, match="ClientConnectorError"):
+            asyncio.run(action())
