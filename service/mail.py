@@ -1,10 +1,11 @@
 """Confirmation mail: an outbox directory, one file per booking, written exactly once.
 
-Checkout calls `deliver` as a durable step right after the seat is sold.
+Checkout calls `deliver` right after the seat is sold.
 
 The outbox is Maildir-like: each message is written to `tmp/` and renamed into `new/`
-under the booking id, so a retried or replayed step finds the message already there and
-does not send a second one. A real deployment would hand the same message, with the
+under the booking id, so a retried or replayed checkout finds the message already there
+and does not send a second one. That file is the record of delivery, which is why the
+call needs no journal entry of its own. A real deployment would hand the same message, with the
 booking id as idempotency key, to its mail provider instead."""
 
 from __future__ import annotations
@@ -65,9 +66,3 @@ def deliver(outbox: Path, req: MailRequest) -> bool:
     staging.write_bytes(compose(req).as_bytes())
     os.replace(staging, final)
     return True
-
-
-async def send_confirmation(outbox: Path, req: MailRequest) -> bool:
-    """Checkout's durable mail step. Async so that Restate runs it on the event loop (a
-    sync action would hop through a thread pool); the write itself is tiny."""
-    return deliver(outbox, req)

@@ -8,8 +8,8 @@ import time
 from datetime import timedelta
 
 import restate
-from restate import ObjectContext, ObjectSharedContext, TerminalError
-from restate.serde import BytesSerde
+from restate import ObjectContext, ObjectSharedContext, RunOptions, TerminalError
+from restate.serde import BytesSerde, JsonSerde
 
 from service.config import settings
 from service.models import TICKET, SeatUpdate, TicketState, TicketStatus, TicketView, event_of
@@ -27,22 +27,28 @@ async def _load(ctx: ObjectContext | ObjectSharedContext) -> TicketState:
     return await ctx.get(TICKET, type_hint=TicketState) or TicketState()
 
 
-def _save(ctx: ObjectContext, state: TicketState) -> None:
-    """Store the new state and tell the event's seat map, off the caller's path."""
+def _save(ctx: ObjectContext, state: TicketState, *, notify: bool = True) -> None:
+    """Store the new state and (unless told not to) tell the event's seat map, off the
+    caller's path. The version grows either way, so the map orders what it does see."""
     state.version += 1
     ctx.set(TICKET, state)
-    notice = SeatUpdate(id=ctx.key(), status=state.status, version=state.version)
-    ctx.object_send(seat_map_update, key=event_of(ctx.key()), arg=notice)
+    if notify:
+        notice = SeatUpdate(id=ctx.key(), status=state.status, version=state.version)
+        ctx.object_send(seat_map_update, key=event_of(ctx.key()), arg=notice)
 
 
 async def _wall_clock_ms() -> int:
     return int(time.time() * 1000)
 
 
+# An explicit serde spares the SDK from inspecting the action's signature on every call.
+_NOW = RunOptions[int](serde=JsonSerde[int]())
+
+
 async def _now_ms(ctx: ObjectContext) -> int:
     """Durable wall-clock time. An async action runs on the event loop; `ctx.time()`
     would hop through a thread pool for the same journal entry."""
-    return await ctx.run_typed("now", _wall_clock_ms)
+    return await ctx.run_typed("now", _wall_clock_ms, _NOW)
 
 
 def _hold_expired(state: TicketState, now_ms: int) -> bool:
@@ -64,6 +70,19 @@ async def reserve(ctx: ObjectContext, body: bytes) -> TicketView:
     """Hold the seat for `userId` (body: `"user"` or `{"userId": "user"}`).
 
     A repeated reserve by the holder is idempotent; an expired hold counts as free."""
+    return await _reserve(ctx, body, notify=True)
+
+
+@ticket.handler(input_serde=BytesSerde(), ingress_private=True)
+async def hold(ctx: ObjectContext, body: bytes) -> TicketView:
+    """`reserve` for Checkout: the same hold, without a RESERVED notice to the seat map.
+
+    A checkout holds the seat only while it charges, and the notice was a whole extra
+    invocation per booking; the map hears of the seat when it is sold or released."""
+    return await _reserve(ctx, body, notify=False)
+
+
+async def _reserve(ctx: ObjectContext, body: bytes, *, notify: bool) -> TicketView:
     user_id = user_id_from(body, required=True)
     assert user_id is not None
     state = await _load(ctx)
@@ -82,7 +101,7 @@ async def reserve(ctx: ObjectContext, body: bytes) -> TicketView:
         holdId=hold_id,
         version=state.version,
     )
-    _save(ctx, state)
+    _save(ctx, state, notify=notify)
     ctx.object_send(
         cleanup,
         key=ctx.key(),
