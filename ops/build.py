@@ -12,7 +12,7 @@ from ops.errors import NexusError
 from ops.steps import Context, Result, StepFn
 
 DOCKERFILE = """\
-# The Nexus booking service: a Restate deployment served by hypercorn over HTTP/2 (h2c).
+# The Nexus booking service: a Restate deployment served by granian over HTTP/2 (h2c).
 # Register it with restate-server at http://<this container>:9080.
 FROM python:3.11-slim
 COPY {wheel} /tmp/
@@ -20,7 +20,8 @@ RUN pip install --no-cache-dir /tmp/{wheel} && rm /tmp/{wheel}
 ENV NEXUS_GATEWAY_URL=http://payment-gateway:9081 \\
     NEXUS_MAIL_OUTBOX=/var/lib/nexus/outbox
 EXPOSE 9080
-CMD ["python", "-m", "hypercorn", "service.app:app", "--workers", "0", "--bind", "0.0.0.0:9080"]
+CMD ["python", "-m", "granian", "--interface", "asginl", "--http", "auto", "--loop", "uvloop", \\
+     "--host", "0.0.0.0", "--port", "9080", "service.app:app"]
 """
 
 

@@ -19,7 +19,7 @@ from ops.audit import AuditReport, audit
 from ops.environments import Endpoint, Environment
 from ops.errors import NexusError
 from ops.processes import free_port
-from ops.stack import GATEWAY, SERVICE, Stack, hypercorn_spec
+from ops.stack import GATEWAY, SERVICE, Stack, asgi_spec
 
 SCRIPTS = Path(__file__).resolve().parent.parent / "loadtest" / "k6"
 
@@ -117,15 +117,22 @@ def write_json(data: dict[str, Any], path: Path) -> None:
 # --- CPU accounting for the benchmark --------------------------------------------------
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU of a live process and its reaped children, from /proc."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()
-    ticks = sum(int(v) for v in fields[11:15])
-    return ticks / os.sysconf("SC_CLK_TCK")
+def cpu_seconds(pgid: int) -> float:
+    """User + system CPU of a live process group (a granian supervisor and its worker,
+    say) and the children its members reaped, from /proc."""
+    total = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[-1].split()
+        except OSError:
+            continue  # exited meanwhile
+        if int(fields[2]) == pgid:
+            total += sum(int(v) for v in fields[11:15])
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 def measure_cpu(pids: dict[str, int], action: Callable[[], Any]) -> tuple[Any, dict[str, float]]:
-    """Run `action`; CPU seconds each process spent meanwhile, plus k6 (our children)."""
+    """Run `action`; CPU seconds each process group spent meanwhile, plus k6 (our children)."""
     before = {name: cpu_seconds(pid) for name, pid in pids.items()}
     kids = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.monotonic()
@@ -162,7 +169,7 @@ def bench(
             raise NexusError(f"{name} is not running: run `invoke deploy --env {env.name}` first")
         pids[name] = info.pid
     endpoint = Endpoint(f"http://{env.service.host}:{free_port(env.service.host)}")
-    spec = hypercorn_spec(
+    spec = asgi_spec(
         BENCH,
         "ops.bench_service:app",
         endpoint,

@@ -23,9 +23,19 @@ from ops.steps import Context, Play, Result, StepFn
 GATEWAY = "gateway"
 SERVICE = "service"
 SMOKE_TICKET = "nexus-smoke:seat-0"
-# One process per app (no supervisor and worker children), so its PID is the server.
-HYPERCORN_CONFIG = Path(__file__).with_name("hypercorn.toml")
-HYPERCORN = ("--config", str(HYPERCORN_CONFIG), "--bind")
+# Granian: HTTP/1.1 and HTTP/2 (h2c, which restate-server speaks) in Rust, one Python
+# worker on uvloop. It cost 18% less CPU per checkout than hypercorn's pure-Python h2, and
+# it never recycles connections (hypercorn dropped every 1000 requests, with all the
+# invocations in flight on them). Restate opens a new connection past 128 streams.
+GRANIAN = (
+    "--interface", "asginl",  # no ASGI lifespan: the Restate app has none
+    "--http", "auto",
+    "--workers", "1",
+    "--loop", "uvloop",
+    "--http2-max-concurrent-streams", "1000",
+    "--workers-kill-timeout", "1",
+    "--log-level", "warning",
+)  # fmt: skip
 
 
 def source_digest(path: Path) -> str:
@@ -38,7 +48,11 @@ def source_digest(path: Path) -> str:
     return digest.hexdigest()[:16]
 
 
-def hypercorn_spec(
+def _bind(endpoint: Endpoint) -> list[str]:
+    return ["--host", endpoint.host, "--port", str(endpoint.port)]
+
+
+def asgi_spec(
     name: str,
     app: str,
     endpoint: Endpoint,
@@ -47,18 +61,19 @@ def hypercorn_spec(
     sources: Path,
     env: dict[str, str] | None = None,
 ) -> ProcessSpec:
-    """An ASGI `app` served by one hypercorn process at `endpoint`; new sources restart it.
+    """An ASGI `app` served by granian at `endpoint`; new sources restart it.
 
-    Hypercorn waits on Restate's open HTTP/2 streams when asked to stop, so it gets 3 s
-    before SIGKILL: safe, since Restate replays whatever was in flight."""
+    Granian is a supervisor with one worker child; both live in the process group that
+    the toolkit signals. Asked to stop, it can wait on Restate's open HTTP/2 streams, so
+    it gets 3 s before SIGKILL: safe, since Restate replays whatever was in flight."""
     return ProcessSpec(
         name=name,
-        argv=[sys.executable, "-m", "hypercorn", app, *HYPERCORN, endpoint.bind],
+        argv=[sys.executable, "-m", "granian", *GRANIAN, *_bind(endpoint), app],
         cwd=root,
         ports=[(endpoint.host, endpoint.port)],
         ready=http_ready(f"{endpoint.url}/health"),
         env=env or {},
-        inputs=source_digest(sources) + source_digest(HYPERCORN_CONFIG),
+        inputs=source_digest(sources),
         stop_timeout=3.0,
     )
 
@@ -91,7 +106,7 @@ class Stack:
     # --- process specs -------------------------------------------------------------
 
     def gateway_spec(self) -> ProcessSpec:
-        return hypercorn_spec(
+        return asgi_spec(
             GATEWAY,
             "ops.mock_gateway:app",
             self.env.gateway,
@@ -156,7 +171,7 @@ class Stack:
     def service_spec(self) -> ProcessSpec:
         if self.env.service_mode == "connect":
             return self.connect_spec()
-        return hypercorn_spec(
+        return asgi_spec(
             SERVICE,
             "service.app:app",
             self.env.service,

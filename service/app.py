@@ -1,4 +1,4 @@
-"""The ASGI application: `hypercorn service.app:app`."""
+"""The ASGI application: `granian --interface asginl --http auto service.app:app`."""
 
 from __future__ import annotations
 
