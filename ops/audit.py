@@ -3,7 +3,8 @@ payment gateway's charge list.
 
 - no seat held by two buyers, and no SOLD seat without a holder;
 - every SOLD seat has exactly one live (unrefunded) charge, by its holder;
-- no seat RESERVED past its hold (beyond a grace for timer delivery);
+- no seat RESERVED past its hold (beyond a grace for timer delivery), and no seat held
+  for a checkout (a hold without deadline) when no checkout is running;
 - no live charge left for a seat that is not SOLD to the payer.
 Where the gateway cannot list charges, only the state invariants are checked."""
 
@@ -62,6 +63,15 @@ def read_tickets(admin: AdminClient, prefix: str = "") -> dict[str, list[TicketS
     return seats
 
 
+def checkouts_in_flight(admin: AdminClient) -> int:
+    """Checkout invocations not completed yet (running, suspended, backing off...)."""
+    rows = admin.query(
+        "SELECT count(*) AS n FROM sys_invocation"
+        " WHERE target_service_name = 'Checkout' AND status != 'completed'"
+    )
+    return int(rows[0]["n"]) if rows else 0
+
+
 def read_charges(gateway_url: str) -> list[dict[str, Any]]:
     """The mock gateway's charge list."""
     gateway = GatewayClient(gateway_url)
@@ -77,6 +87,7 @@ def check(
     *,
     prefix: str = "",
     now_ms: int | None = None,
+    checkouts_running: int = 0,
 ) -> AuditReport:
     """The invariants over already-read state: pure, so it is unit-testable."""
     now = int(time.time() * 1000) if now_ms is None else now_ms
@@ -103,6 +114,16 @@ def check(
             report.violations.append(
                 f"{seat}: RESERVED by {state.reserved_by} {late:.0f}s past its hold"
             )
+        if (
+            state.status is TicketStatus.RESERVED
+            and state.reserved_until is None
+            and not checkouts_running
+        ):
+            report.violations.append(
+                f"{seat}: held for a checkout by {state.reserved_by}, but no checkout is running"
+            )
+    if checkouts_running:
+        report.notes.append(f"{checkouts_running} checkout(s) still running")
     if charges is None:
         report.notes.append("the gateway cannot list charges: checked the state invariants only")
         return report
@@ -146,7 +167,8 @@ def audit(env: Environment, *, prefix: str = "") -> AuditReport:
     admin = AdminClient(env.admin.url, env.token)
     try:
         seats = read_tickets(admin, prefix)
+        running = checkouts_in_flight(admin)
     finally:
         admin.close()
     charges = read_charges(env.gateway.url) if env.gateway_mode == "mock" else None
-    return check(seats, charges, prefix=prefix)
+    return check(seats, charges, prefix=prefix, checkouts_running=running)

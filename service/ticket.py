@@ -67,32 +67,15 @@ def _release(ctx: ObjectContext, state: TicketState) -> TicketState:
 
 @ticket.handler(input_serde=BytesSerde())
 async def reserve(ctx: ObjectContext, body: bytes) -> TicketView:
-    """Hold the seat for `userId` (body: `"user"` or `{"userId": "user"}`).
+    """Hold the seat for `userId` (body: `"user"` or `{"userId": "user"}`) until
+    `hold_seconds` from now; a timer frees it then.
 
     A repeated reserve by the holder is idempotent; an expired hold counts as free."""
-    return await _reserve(ctx, body, notify=True)
-
-
-@ticket.handler(input_serde=BytesSerde(), ingress_private=True)
-async def hold(ctx: ObjectContext, body: bytes) -> TicketView:
-    """`reserve` for Checkout: the same hold, without a RESERVED notice to the seat map.
-
-    A checkout holds the seat only while it charges, and the notice was a whole extra
-    invocation per booking; the map hears of the seat when it is sold or released."""
-    return await _reserve(ctx, body, notify=False)
-
-
-async def _reserve(ctx: ObjectContext, body: bytes, *, notify: bool) -> TicketView:
-    user_id = user_id_from(body, required=True)
-    assert user_id is not None
+    user_id = _holder(body)
     state = await _load(ctx)
+    if not await _may_take(ctx, state, user_id):
+        return state.view()
     now = await _now_ms(ctx)
-    if state.status is TicketStatus.SOLD:
-        raise TerminalError(SOLD_MESSAGE, status_code=409)
-    if state.status is TicketStatus.RESERVED and not _hold_expired(state, now):
-        if state.reserved_by == user_id:
-            return state.view()
-        raise TerminalError(RESERVED_MESSAGE, status_code=409)
     hold_id = str(ctx.uuid())
     state = TicketState(
         status=TicketStatus.RESERVED,
@@ -101,7 +84,7 @@ async def _reserve(ctx: ObjectContext, body: bytes, *, notify: bool) -> TicketVi
         holdId=hold_id,
         version=state.version,
     )
-    _save(ctx, state, notify=notify)
+    _save(ctx, state)
     ctx.object_send(
         cleanup,
         key=ctx.key(),
@@ -111,12 +94,51 @@ async def _reserve(ctx: ObjectContext, body: bytes, *, notify: bool) -> TicketVi
     return state.view()
 
 
+@ticket.handler(input_serde=BytesSerde(), ingress_private=True)
+async def hold(ctx: ObjectContext, body: bytes) -> TicketView:
+    """`reserve` for Checkout: a hold that lasts exactly as long as the checkout.
+
+    The saga ends every hold it takes, by `confirm` or by `release`, and Restate runs it
+    to its end, so this hold has no deadline (`reservedUntil` is null), no timer and no
+    clock read, and the seat map hears of the seat once it is sold or released. Each of
+    those was a journal entry or an invocation per booking."""
+    user_id = _holder(body)
+    state = await _load(ctx)
+    if not await _may_take(ctx, state, user_id):
+        return state.view()
+    state = TicketState(status=TicketStatus.RESERVED, reservedBy=user_id, version=state.version)
+    _save(ctx, state, notify=False)
+    return state.view()
+
+
+def _holder(body: bytes) -> str:
+    user_id = user_id_from(body, required=True)
+    assert user_id is not None
+    return user_id
+
+
+async def _may_take(ctx: ObjectContext, state: TicketState, user_id: str) -> bool:
+    """True when the seat is free for a new hold; False when `user_id` holds it already
+    (idempotent); 409 otherwise. The clock is read only for a hold with a deadline."""
+    if state.status is TicketStatus.SOLD:
+        raise TerminalError(SOLD_MESSAGE, status_code=409)
+    if state.status is TicketStatus.RESERVED and not await _expired(ctx, state):
+        if state.reserved_by == user_id:
+            return False
+        raise TerminalError(RESERVED_MESSAGE, status_code=409)
+    return True
+
+
+async def _expired(ctx: ObjectContext, state: TicketState) -> bool:
+    """Whether a RESERVED seat's hold is over; a checkout's hold (no deadline) never is."""
+    return state.reserved_until is not None and _hold_expired(state, await _now_ms(ctx))
+
+
 @ticket.handler(input_serde=BytesSerde())
 async def confirm(ctx: ObjectContext, body: bytes) -> TicketView:
     """Sell the reserved seat to its holder; refused once the hold has expired."""
     user_id = user_id_from(body, required=False)
     state = await _load(ctx)
-    now = await _now_ms(ctx)
     if state.status is TicketStatus.SOLD:
         if user_id is None or state.reserved_by == user_id:
             return state.view()
@@ -125,7 +147,7 @@ async def confirm(ctx: ObjectContext, body: bytes) -> TicketView:
         raise TerminalError("Ticket is not reserved", status_code=409)
     if user_id is not None and state.reserved_by != user_id:
         raise TerminalError(RESERVED_MESSAGE, status_code=409)
-    if _hold_expired(state, now):
+    if await _expired(ctx, state):
         _release(ctx, state)
         raise TerminalError("Reservation expired", status_code=409)
     state = TicketState(
@@ -163,9 +185,9 @@ async def cleanup(ctx: ObjectContext, body: bytes) -> TicketView:
         value = value.get("holdId")
     hold_id = None if value is None else check_id("holdId", value)
     state = await _load(ctx)
-    if not _hold_expired(state, await _now_ms(ctx)):
-        return state.view()
     if hold_id is not None and hold_id != state.hold_id:
+        return state.view()
+    if state.status is not TicketStatus.RESERVED or not await _expired(ctx, state):
         return state.view()
     return _release(ctx, state).view()
 

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import io
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
 
-from ops.audit import audit, check
+from ops.admin import AdminClient, GatewayClient
+from ops.audit import audit, check, checkouts_in_flight
 from ops.load import run_load
+from ops.processes import poll_until
 from ops.stack import Stack
 from service.models import TicketState, TicketStatus
 
@@ -60,3 +63,35 @@ def test_audit_flags_a_hold_past_its_time() -> None:
     assert not report.ok and "past its hold" in report.violations[0]
     fine = check({"e:s": [stale]}, charges=[], now_ms=1_500)
     assert fine.ok
+
+
+def test_audit_flags_a_checkout_hold_only_when_no_checkout_runs() -> None:
+    held = TicketState(status=TicketStatus.RESERVED, reservedBy="u")  # no deadline
+    orphan = check({"e:s": [held]}, charges=[], checkouts_running=0)
+    assert not orphan.ok and "no checkout is running" in orphan.violations[0]
+    in_flight = check({"e:s": [held]}, charges=[], checkouts_running=2)
+    assert in_flight.ok and "2 checkout(s) still running" in in_flight.notes
+
+
+def test_audit_counts_running_checkouts(stack: Stack) -> None:
+    """A checkout waiting on a slow gateway holds its seat without a deadline and counts
+    as running; once answered, nothing runs and the seat is SOLD."""
+    seat = f"inflight-{uuid.uuid4().hex[:8]}:s1"
+    gateway = GatewayClient(stack.env.gateway.url)
+    admin = AdminClient(stack.env.admin.url, stack.env.token)
+    body = {"ticketId": seat, "userId": "olga", "paymentMethodId": "card_success"}
+    try:
+        gateway.configure(latency_ms=1500)
+        with ThreadPoolExecutor(1) as pool:
+            answer = pool.submit(stack.ingress.call, "Checkout", "process", body)
+            assert poll_until(lambda: checkouts_in_flight(admin) >= 1, 5.0)
+            held = stack.ingress.call("Ticket", "get", key=seat).json()
+            assert held == {"status": "RESERVED", "reservedBy": "olga", "reservedUntil": None}
+            assert audit(stack.env, prefix=seat).ok  # held, but its checkout is running
+            assert answer.result(timeout=10).status_code == 200
+    finally:
+        gateway.configure(latency_ms=0)
+        gateway.close()
+    assert poll_until(lambda: checkouts_in_flight(admin) == 0, 5.0)
+    admin.close()
+    assert stack.ingress.call("Ticket", "get", key=seat).json()["status"] == "SOLD"
