@@ -23,6 +23,7 @@ CONFIRMED = "Booking Confirmed"
 
 # Explicit serdes spare the SDK from inspecting each step's signature on every call.
 _OUTCOME: Serde[ChargeOutcome] = PydanticJsonSerde(ChargeOutcome)  # type: ignore[no-untyped-call]
+_TEXT = JsonSerde[str]()
 
 
 def parse_checkout(body: bytes) -> CheckoutRequest:
@@ -102,7 +103,7 @@ async def _refund(ctx: Context, pay_key: str, charged: ChargeOutcome) -> None:
             payment.refund,
             RunOptions(
                 max_attempts=10 if charged.status == "succeeded" else 2,
-                serde=JsonSerde[str](),
+                serde=_TEXT,
             ),
             settings,
             idempotency_key=pay_key,
