@@ -84,9 +84,11 @@ def test_audit_counts_running_checkouts(stack: Stack) -> None:
         gateway.configure(latency_ms=1500)
         with ThreadPoolExecutor(1) as pool:
             answer = pool.submit(stack.ingress.call, "Checkout", "process", body)
-            assert poll_until(lambda: checkouts_in_flight(admin) >= 1, 5.0)
-            held = stack.ingress.call("Ticket", "get", key=seat).json()
+            # The hold comes first, then the charge that the gateway keeps waiting 1.5 s.
+            assert poll_until(lambda: seat_state(stack, seat)["status"] == "RESERVED", 5.0)
+            held = seat_state(stack, seat)
             assert held == {"status": "RESERVED", "reservedBy": "olga", "reservedUntil": None}
+            assert checkouts_in_flight(admin) >= 1
             assert audit(stack.env, prefix=seat).ok  # held, but its checkout is running
             assert answer.result(timeout=10).status_code == 200
     finally:
@@ -94,4 +96,9 @@ def test_audit_counts_running_checkouts(stack: Stack) -> None:
         gateway.close()
     assert poll_until(lambda: checkouts_in_flight(admin) == 0, 5.0)
     admin.close()
-    assert stack.ingress.call("Ticket", "get", key=seat).json()["status"] == "SOLD"
+    assert seat_state(stack, seat)["status"] == "SOLD"
+
+
+def seat_state(stack: Stack, seat: str) -> dict[str, object]:
+    state: dict[str, object] = stack.ingress.call("Ticket", "get", key=seat).json()
+    return state
