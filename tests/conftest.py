@@ -4,6 +4,8 @@ stack (real restate-server, service and mock gateway) for the integration tests.
 from __future__ import annotations
 
 import io
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -15,6 +17,21 @@ from ops.processes import free_port
 from ops.stack import Stack, deploy, down
 
 EnvFactory = Callable[..., Environment]
+
+
+def run_invoke(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    """`python -m invoke ARGS` from the project root, as a user types it; output captured."""
+    return subprocess.run(
+        [sys.executable, "-m", "invoke", *args],
+        cwd=PROJECT_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
 
 
 def env_toml(

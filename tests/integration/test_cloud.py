@@ -12,8 +12,6 @@ import json
 import os
 import re
 import secrets
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -33,6 +31,7 @@ from ops.load import run_load
 from ops.processes import free_port
 from ops.stack import Stack, deploy, status_lines
 from ops.steps import Status
+from tests.conftest import run_invoke
 from tests.integration.token_proxy import ProxyServer, serve, serve_server
 
 pytestmark = pytest.mark.integration
@@ -325,15 +324,7 @@ def test_invoke_test_all_takes_the_token_from_the_process_environment(
     watcher = threading.Thread(target=watch_argv, daemon=True)
     watcher.start()
     try:
-        proc = subprocess.run(
-            [sys.executable, "-m", "invoke", "test-all", "--env", str(env.file)],
-            cwd=PROJECT_ROOT,
-            env=child_env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
+        proc = run_invoke("test-all", "--env", str(env.file), env=child_env, timeout=120)
     finally:
         done.set()
         watcher.join(timeout=10)
@@ -362,15 +353,7 @@ def test_unreachable_service_url_fails_discovery_clearly(cloud: Cloud, tmp_path:
 def test_invoke_test_all_without_a_token_is_a_clear_error(cloud: Cloud, tmp_path: Path) -> None:
     env = make_cloud_env(tmp_path, cloud, token=None)
     child_env = {k: v for k, v in os.environ.items() if k != TOKEN_VAR}
-    proc = subprocess.run(
-        [sys.executable, "-m", "invoke", "test-all", "--env", str(env.file)],
-        cwd=PROJECT_ROOT,
-        env=child_env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    proc = run_invoke("test-all", "--env", str(env.file), env=child_env)
     assert proc.returncode != 0
     assert TOKEN_VAR in proc.stderr
     assert "Traceback" not in proc.stderr

@@ -6,17 +6,14 @@ from __future__ import annotations
 import dataclasses
 import io
 import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from ops.environments import PROJECT_ROOT
 from ops.processes import group_alive
 from ops.stack import SERVICE, Stack, deploy, down
 from ops.steps import Context, Status
-from tests.conftest import EnvFactory
+from tests.conftest import EnvFactory, run_invoke
 
 pytestmark = pytest.mark.integration
 
@@ -87,14 +84,7 @@ def test_broken_environment_file_names_file_and_key(tmp_path: Path) -> None:
         'admin_url = "http://127.0.0.1:2"\nflavour = "x"\n[service]\nmode = "process"\n'
         'url = "http://127.0.0.1:3"\n'
     )
-    proc = subprocess.run(
-        [sys.executable, "-m", "invoke", "deploy", "--env", str(bad)],
-        cwd=PROJECT_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    proc = run_invoke("deploy", "--env", str(bad))
     assert proc.returncode != 0
     assert str(bad) in proc.stderr and "restate.flavour" in proc.stderr
 
