@@ -65,10 +65,15 @@ def read_tickets(admin: AdminClient, prefix: str = "") -> dict[str, list[TicketS
 
 def checkouts_in_flight(admin: AdminClient) -> int:
     """Checkout invocations not completed yet (running, suspended, backing off...)."""
-    rows = admin.query(
-        "SELECT count(*) AS n FROM sys_invocation"
-        " WHERE target_service_name = 'Checkout' AND status != 'completed'"
-    )
+    return invocations_open(admin, "Checkout")
+
+
+def invocations_open(admin: AdminClient, service: str | None = None) -> int:
+    """Invocations not completed yet (queued, running, suspended...), of one service or all."""
+    where = "status != 'completed'"
+    if service is not None:
+        where += " AND target_service_name = '" + service.replace("'", "''") + "'"
+    rows = admin.query(f"SELECT count(*) AS n FROM sys_invocation WHERE {where}")
     return int(rows[0]["n"]) if rows else 0
 
 

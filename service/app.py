@@ -8,12 +8,20 @@ import restate
 
 from service.checkout import checkout
 from service.config import settings
-from service.seat_map import seat_map
+from service.seat_map import seat_map, seat_map_shard
 from service.ticket import ticket
 
 logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
 
+# Everything this deployment serves (tests add to it for a changed handler set).
+SERVICES: list[restate.Service | restate.VirtualObject] = [
+    ticket,
+    checkout,
+    seat_map,
+    seat_map_shard,
+]
+
 app = restate.app(
-    [ticket, checkout, seat_map],
+    SERVICES,
     identity_keys=list(settings.identity_keys) or None,
 )

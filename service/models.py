@@ -8,7 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 # State keys
 TICKET = "ticket"  # Ticket object: the whole TicketState as one JSON value
-SEAT_PREFIX = "seat:"  # SeatMap object: one key per seat, "seat:<ticketId>"
+SEAT_PREFIX = "seat:"  # SeatMapShard object: one key per seat, "seat:<ticketId>"
 
 GLOBAL_EVENT = "global"
 MAX_ID_LENGTH = 200

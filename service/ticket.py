@@ -12,7 +12,8 @@ from restate import ObjectContext, ObjectSharedContext, RunOptions, TerminalErro
 from restate.serde import BytesSerde, JsonSerde
 
 from service.config import settings
-from service.models import TICKET, SeatUpdate, TicketState, TicketStatus, TicketView, event_of
+from service.models import TICKET, SeatUpdate, TicketState, TicketStatus, TicketView
+from service.seat_map import shard_key
 from service.seat_map import update as seat_map_update
 from service.validation import check_id, parse_json, user_id_from
 
@@ -28,13 +29,13 @@ async def _load(ctx: ObjectContext | ObjectSharedContext) -> TicketState:
 
 
 def _save(ctx: ObjectContext, state: TicketState, *, notify: bool = True) -> None:
-    """Store the new state and (unless told not to) tell the event's seat map, off the
-    caller's path. The version grows either way, so the map orders what it does see."""
+    """Store the new state and (unless told not to) tell the seat's seat-map shard, off
+    the caller's path. The version grows either way, so the map orders what it does see."""
     state.version += 1
     ctx.set(TICKET, state)
     if notify:
         notice = SeatUpdate(id=ctx.key(), status=state.status, version=state.version)
-        ctx.object_send(seat_map_update, key=event_of(ctx.key()), arg=notice)
+        ctx.object_send(seat_map_update, key=shard_key(ctx.key()), arg=notice)
 
 
 async def _wall_clock_ms() -> int:

@@ -11,7 +11,9 @@ import httpx
 import pytest
 
 from ops.admin import IngressClient
+from ops.processes import poll_until
 from ops.stack import Stack
+from service.seat_map import shard_key
 
 pytestmark = pytest.mark.integration
 
@@ -160,6 +162,24 @@ def test_seat_map_lists_the_event_off_the_critical_path(stack: Stack) -> None:
             break
         time.sleep(0.1)
     assert resp.json() == wanted
+
+
+def test_seat_map_merges_every_shard_sorted(stack: Stack) -> None:
+    event = f"shards-{uuid.uuid4().hex[:8]}"
+    seats = [f"{event}:r{n:02d}" for n in range(12)]
+    assert len({shard_key(s) for s in seats}) > 1  # the read really spans shards
+    for n, s in enumerate(reversed(seats)):
+        resp = stack.ingress.call("Ticket", "reserve", {"userId": f"u{n}"}, key=s)
+        assert resp.status_code == 200, resp.text
+    wanted = [{"id": s, "status": "RESERVED"} for s in seats]
+    poll_until(lambda: seat_map(stack, event) == wanted, 10.0)
+    assert seat_map(stack, event) == wanted
+
+
+def seat_map(stack: Stack, event: str) -> Any:
+    resp = stack.ingress.call("SeatMap", "get", key=event)
+    assert resp.status_code == 200, resp.text
+    return resp.json()
 
 
 def test_seat_without_colon_belongs_to_global(stack: Stack) -> None:

@@ -6,9 +6,7 @@ from __future__ import annotations
 import restate
 from restate import Context
 
-from service.checkout import checkout
-from service.seat_map import seat_map
-from service.ticket import ticket
+from service.app import SERVICES
 
 probe = restate.Service("Probe")
 
@@ -19,4 +17,4 @@ async def ping(ctx: Context) -> str:
     return "pong"
 
 
-app = restate.app([ticket, checkout, seat_map, probe])
+app = restate.app([*SERVICES, probe])
