@@ -42,6 +42,12 @@ def charges(stack: Stack, ticket_id: str) -> list[dict[str, Any]]:
     return rows
 
 
+def seat_map(stack: Stack, event: str) -> Any:
+    resp = stack.ingress.call("SeatMap", "get", key=event)
+    assert resp.status_code == 200, resp.text
+    return resp.json()
+
+
 def test_happy_path_sells_the_seat_to_the_buyer(stack: Stack) -> None:
     t = seat()
     resp = checkout(stack, t, "alice")
@@ -154,14 +160,8 @@ def test_seat_map_lists_the_event_off_the_critical_path(stack: Stack) -> None:
     assert checkout(stack, sold, "judy").status_code == 200
     assert checkout(stack, declined, "karl", "card_decline").status_code == 402
     wanted = [{"id": sold, "status": "SOLD"}, {"id": declined, "status": "AVAILABLE"}]
-    deadline = time.monotonic() + 10
-    while True:
-        resp = stack.ingress.call("SeatMap", "get", {}, key=event)
-        assert resp.status_code == 200
-        if resp.json() == wanted or time.monotonic() > deadline:
-            break
-        time.sleep(0.1)
-    assert resp.json() == wanted
+    poll_until(lambda: seat_map(stack, event) == wanted, 10.0)
+    assert seat_map(stack, event) == wanted
 
 
 def test_seat_map_merges_every_shard_sorted(stack: Stack) -> None:
@@ -176,22 +176,11 @@ def test_seat_map_merges_every_shard_sorted(stack: Stack) -> None:
     assert seat_map(stack, event) == wanted
 
 
-def seat_map(stack: Stack, event: str) -> Any:
-    resp = stack.ingress.call("SeatMap", "get", key=event)
-    assert resp.status_code == 200, resp.text
-    return resp.json()
-
-
 def test_seat_without_colon_belongs_to_global(stack: Stack) -> None:
     t = f"solo-{uuid.uuid4().hex}"
     assert checkout(stack, t, "liam").status_code == 200
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        rows = stack.ingress.call("SeatMap", "get", key="global").json()
-        if {"id": t, "status": "SOLD"} in rows:
-            break
-        time.sleep(0.1)
-    assert {"id": t, "status": "SOLD"} in rows
+    poll_until(lambda: {"id": t, "status": "SOLD"} in seat_map(stack, "global"), 10.0)
+    assert {"id": t, "status": "SOLD"} in seat_map(stack, "global")
 
 
 BAD_BODIES = [
