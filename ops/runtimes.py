@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import difflib
 import platform
+import re
 import shutil
 import subprocess
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Protocol
 
@@ -75,6 +77,22 @@ def server_config(env: Environment) -> str:
             f'request-identity-private-key-pem-file = "{signing_key}"',
         ]
     return "\n".join(lines) + "\n"
+
+
+_PARTITIONS = re.compile(r"^default-num-partitions = (\d+)$", re.MULTILINE)
+
+
+def partitions_note(before: str, after: str, data_dir: Path) -> str:
+    """A warning when a config change moves the partition count of a server that already
+    has data: Restate fixes the count when it first provisions, so it needs a purge."""
+    old, new = _PARTITIONS.search(before), _PARTITIONS.search(after)
+    if old is None or new is None or old[1] == new[1]:
+        return ""
+    if not data_dir.is_dir() or not any(data_dir.iterdir()):
+        return ""
+    return (
+        f"partitions {old[1]} → {new[1]} applies only to fresh state: `invoke down --purge` first"
+    )
 
 
 def npm_install(prefix: Path, package: str, expect: Path) -> None:
@@ -176,9 +194,11 @@ class BinaryRuntime:
         wanted = server_config(self.env)
         current = self.config_file.read_text() if self.config_file.is_file() else ""
         diff = unified(current, wanted, str(self.config_file)) if current != wanted else []
-        return ensure_process(
+        note = partitions_note(current, wanted, self.env.state_dir / "data")
+        result = ensure_process(
             self.procs, self.spec(), ctx, diff=diff, before_start=lambda: self._write(wanted)
         )
+        return replace(result, message=f"{result.message}; {note}") if note else result
 
     def _write(self, config: str) -> None:
         self.config_file.parent.mkdir(parents=True, exist_ok=True)
