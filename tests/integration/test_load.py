@@ -11,7 +11,7 @@ import pytest
 
 from ops.admin import AdminClient, GatewayClient
 from ops.audit import audit, check, checkouts_in_flight
-from ops.load import run_load
+from ops.load import bench, bench_lines, run_load
 from ops.processes import poll_until
 from ops.stack import Stack
 from service.models import TicketState, TicketStatus
@@ -102,3 +102,30 @@ def test_audit_counts_running_checkouts(stack: Stack) -> None:
 def seat_state(stack: Stack, seat: str) -> dict[str, object]:
     state: dict[str, object] = stack.ingress.call("Ticket", "get", key=seat).json()
     return state
+
+
+def test_short_bench_measures_three_phases_and_cleans_up(stack: Stack) -> None:
+    gateway = GatewayClient(stack.env.gateway.url, timeout=5.0)
+    gateway.configure(latency_ms=3)
+    out = io.StringIO()
+    try:
+        result = bench(stack.env, vus=4, duration="2s", out=out)
+        assert gateway.config()["latency_ms"] == 3  # the bench's latency 0 is undone
+    finally:
+        gateway.configure(latency_ms=0)
+        gateway.close()
+    assert result["noop_per_s"] > 0 and result["saga_per_s"] > 0
+    assert result["checkouts_per_s"] > 0, out.getvalue()[-3000:]
+    assert result["ratio"] == pytest.approx(
+        result["checkouts_per_s"] / result["noop_per_s"], abs=0.002
+    )
+    outcomes = result["checkout_outcomes"]
+    assert outcomes["confirmed"] > 0 and outcomes["unexpected"] == 0
+    assert sum(outcomes.values()) == outcomes["confirmed"]  # card_success on fresh seats
+    assert result["audit"]["ok"] is True
+    for phase in ("cpu_noop_s", "cpu_saga_s", "cpu_checkout_s"):
+        assert result[phase]["restate-server"] > 0 and result[phase]["service"] > 0
+    names = {s["name"] for s in stack.admin.services()}
+    assert not names & {"Bench", "BenchSeat", "BenchShard"}  # its deployment is removed
+    text = "\n".join(bench_lines(result))
+    assert "saga skeleton" in text and "cpu_saga_s" in text and "ratio" in text
