@@ -3,31 +3,14 @@
 // outcome_unexpected; checkout_duration holds the request durations, so ops/k6.py parses this
 // summary like the checkout one. Same summary mechanism (handleSummary, NEXUS_SUMMARY_FILE).
 import http from 'k6/http';
-import { CONFIG, SUMMARY_TREND_STATS, post } from './lib/outcomes.js';
+import { benchOptions, benchOutcome, post } from './lib/outcomes.js';
 
 export { handleSummary } from './lib/outcomes.js';
 
 http.setResponseCallback(http.expectedStatuses(200));
 
-export const options = {
-  scenarios: {
-    noop: {
-      executor: 'constant-vus',
-      vus: CONFIG.vus,
-      duration: CONFIG.duration,
-      gracefulStop: '10s',
-    },
-  },
-  thresholds: {
-    outcome_unexpected: ['count==0'],
-  },
-  summaryTrendStats: SUMMARY_TREND_STATS,
-};
-
-function noopOutcome(status) {
-  return status === 200 ? 'confirmed' : 'unexpected';
-}
+export const options = benchOptions('noop');
 
 export default function () {
-  post('noop', '/Bench/noop', {}, noopOutcome);
+  post('noop', '/Bench/noop', {}, benchOutcome);
 }

@@ -149,6 +149,30 @@ export function classify(status, body) {
   }
 }
 
+/** Options of a bench phase (noop.js, saga.js): NEXUS_VUS constant VUs for NEXUS_DURATION,
+ * no ramp, and any unexpected answer fails the run. */
+export function benchOptions(scenario) {
+  return {
+    scenarios: {
+      [scenario]: {
+        executor: 'constant-vus',
+        vus: CONFIG.vus,
+        duration: CONFIG.duration,
+        gracefulStop: '10s',
+      },
+    },
+    thresholds: {
+      outcome_unexpected: ['count==0'],
+    },
+    summaryTrendStats: SUMMARY_TREND_STATS,
+  };
+}
+
+/** A bench answer: 200 counts as confirmed, anything else as unexpected. */
+export function benchOutcome(status) {
+  return status === 200 ? 'confirmed' : 'unexpected';
+}
+
 const counters = {};
 for (const outcome of OUTCOMES) {
   counters[outcome] = new Counter(`outcome_${outcome}`);
