@@ -15,13 +15,14 @@ import restate
 from restate import Context, ObjectContext, RunOptions
 from restate.serde import BytesSerde, JsonSerde
 
+from service.seat_map import SHARDS
+
 bench = restate.Service("Bench")
 seat = restate.VirtualObject("BenchSeat", ingress_private=True)
 shard = restate.VirtualObject("BenchShard", ingress_private=True)
 
 _RAW = BytesSerde()
 _STEP = RunOptions[int](serde=JsonSerde[int]())
-SHARDS = 8
 
 
 @bench.handler()
