@@ -716,6 +716,11 @@ def bad_input_probes(prefix: str) -> list[Probe]:
             probes.append(Probe(path, _j({"userId": value}), f"userId {label}"))
         probes.append(Probe(path, _j({"userId": None}), "userId null"))
         probes.append(Probe(path, deep_field("userId"), f"userId nested {NEST} deep"))
+    for handler in ("confirm", "release"):  # the holdId Checkout names its hold by
+        path = f"{ticket_path}/{handler}"
+        for label, value in id_values(long):
+            probes.append(Probe(path, _j({"userId": "fuzzer", "holdId": value}), f"holdId {label}"))
+        probes.append(Probe(path, _j({"holdId": None}), "holdId null"))
     for handler in ("reserve",):
         path = f"{ticket_path}/{handler}"
         for label, body in [("empty body", b""), ("null", b"null"), ("{}", b"{}")]:

@@ -40,13 +40,16 @@ def parse_checkout(body: bytes) -> CheckoutRequest:
 async def process(ctx: Context, body: bytes) -> str:
     """Book one seat for one user; answers "Booking Confirmed" or a terminal error."""
     req = parse_checkout(body)
-    user = json.dumps(req.user_id).encode()
+    booking_id = ctx.request().id
+    # The hold is this checkout's own: confirm and release name it, so no other
+    # checkout (not even the same user's) can sell or free it.
+    holder = json.dumps({"userId": req.user_id, "holdId": booking_id}).encode()
     pay_key = f"checkout-{ctx.uuid()}"
     charged = ChargeOutcome(status="pending")
     compensations: list[Callable[[], Awaitable[object]]] = []
     try:
-        await ctx.object_call(hold, key=req.ticket_id, arg=user)
-        compensations.append(lambda: ctx.object_call(release, key=req.ticket_id, arg=user))
+        await ctx.object_call(hold, key=req.ticket_id, arg=holder)
+        compensations.append(lambda: ctx.object_call(release, key=req.ticket_id, arg=holder))
 
         compensations.append(lambda: _refund(ctx, pay_key, charged))
         charged = await _charge(ctx, req, pay_key)
@@ -55,14 +58,13 @@ async def process(ctx: Context, body: bytes) -> str:
         if charged.status != "succeeded":
             raise TerminalError(f"Payment failed: Gateway timeout ({charged.detail})", 502)
 
-        await ctx.object_call(confirm, key=req.ticket_id, arg=user)
+        await ctx.object_call(confirm, key=req.ticket_id, arg=holder)
     except TerminalError:
-        for undo in reversed(compensations):
-            await undo()
+        await _compensate(compensations)
         raise
 
     mail = MailRequest(
-        booking_id=ctx.request().id,
+        booking_id=booking_id,
         ticket_id=req.ticket_id,
         user_id=req.user_id,
         charge_id=charged.charge_id,
@@ -72,6 +74,20 @@ async def process(ctx: Context, body: bytes) -> str:
     # Restate retries the invocation.
     deliver(settings.mail_outbox, mail)
     return CONFIRMED
+
+
+async def _compensate(compensations: list[Callable[[], Awaitable[object]]]) -> None:
+    """Undo in reverse order. Every compensation runs even when an earlier one fails
+    (a refund that never went through must not keep the seat held); the first failure
+    is raised at the end."""
+    failure: TerminalError | None = None
+    for undo in reversed(compensations):
+        try:
+            await undo()
+        except TerminalError as exc:
+            failure = failure or exc
+    if failure is not None:
+        raise failure
 
 
 async def _charge(ctx: Context, req: CheckoutRequest, pay_key: str) -> ChargeOutcome:

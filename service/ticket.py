@@ -15,7 +15,7 @@ from service.config import settings
 from service.models import TICKET, SeatUpdate, TicketState, TicketStatus, TicketView
 from service.seat_map import shard_key
 from service.seat_map import update as seat_map_update
-from service.validation import check_id, parse_json, user_id_from
+from service.validation import check_id, holder_from, parse_json, user_id_from
 
 ticket = restate.VirtualObject("Ticket")
 
@@ -97,17 +97,28 @@ async def reserve(ctx: ObjectContext, body: bytes) -> TicketView:
 
 @ticket.handler(input_serde=BytesSerde(), ingress_private=True)
 async def hold(ctx: ObjectContext, body: bytes) -> TicketView:
-    """`reserve` for Checkout: a hold that lasts exactly as long as the checkout.
+    """`reserve` for Checkout (body: `{"userId", "holdId"}`): a hold that belongs to one
+    checkout, named by its `holdId`, and lasts exactly as long as that checkout.
 
-    The saga ends every hold it takes, by `confirm` or by `release`, and Restate runs it
-    to its end, so this hold has no deadline (`reservedUntil` is null), no timer and no
-    clock read, and the seat map hears of the seat once it is sold or released. Each of
-    those was a journal entry or an invocation per booking."""
-    user_id = _holder(body)
+    The saga ends every hold it takes, by `confirm` or by `release` with the same holdId,
+    and Restate runs it to its end, so this hold has no deadline (`reservedUntil` is null),
+    no timer and no clock read, and the seat map hears of the seat once it is sold or
+    released. A second checkout finds the seat reserved, even one by the same user: it
+    would charge again for the same seat. The holder's own reservation (from `reserve`)
+    is taken over by its checkout."""
+    user_id, hold_id = holder_from(body, required=True)
+    assert user_id is not None
+    if hold_id is None:
+        raise TerminalError("Missing field 'holdId'", status_code=400)
     state = await _load(ctx)
-    if not await _may_take(ctx, state, user_id):
+    if state.status is TicketStatus.RESERVED and state.hold_id == hold_id:
         return state.view()
-    state = TicketState(status=TicketStatus.RESERVED, reservedBy=user_id, version=state.version)
+    if state.status is TicketStatus.RESERVED and state.reserved_until is None:
+        raise TerminalError(RESERVED_MESSAGE, status_code=409)  # another checkout's hold
+    await _may_take(ctx, state, user_id)
+    state = TicketState(
+        status=TicketStatus.RESERVED, reservedBy=user_id, holdId=hold_id, version=state.version
+    )
     _save(ctx, state, notify=False)
     return state.view()
 
@@ -137,16 +148,23 @@ async def _expired(ctx: ObjectContext, state: TicketState) -> bool:
 
 @ticket.handler(input_serde=BytesSerde())
 async def confirm(ctx: ObjectContext, body: bytes) -> TicketView:
-    """Sell the reserved seat to its holder; refused once the hold has expired."""
-    user_id = user_id_from(body, required=False)
+    """Sell the reserved seat to its holder; refused once the hold has expired.
+
+    Checkout names its hold (`{"userId", "holdId"}`); any other caller may not sell a
+    seat that a checkout holds, since that checkout has not been paid yet."""
+    user_id, hold_id = holder_from(body, required=False)
     state = await _load(ctx)
+    ours = hold_id is not None and state.hold_id == hold_id
     if state.status is TicketStatus.SOLD:
-        if user_id is None or state.reserved_by == user_id:
+        if ours or (hold_id is None and user_id in (None, state.reserved_by)):
             return state.view()
         raise TerminalError(SOLD_MESSAGE, status_code=409)
     if state.status is TicketStatus.AVAILABLE:
         raise TerminalError("Ticket is not reserved", status_code=409)
-    if user_id is not None and state.reserved_by != user_id:
+    checkout_hold = state.reserved_until is None
+    if hold_id is not None and not ours:
+        raise TerminalError(RESERVED_MESSAGE, status_code=409)
+    if hold_id is None and (checkout_hold or user_id not in (None, state.reserved_by)):
         raise TerminalError(RESERVED_MESSAGE, status_code=409)
     if await _expired(ctx, state):
         _release(ctx, state)
@@ -154,6 +172,7 @@ async def confirm(ctx: ObjectContext, body: bytes) -> TicketView:
     state = TicketState(
         status=TicketStatus.SOLD,
         reservedBy=state.reserved_by,
+        holdId=state.hold_id,
         version=state.version,
     )
     _save(ctx, state)
@@ -162,9 +181,14 @@ async def confirm(ctx: ObjectContext, body: bytes) -> TicketView:
 
 @ticket.handler(input_serde=BytesSerde())
 async def release(ctx: ObjectContext, body: bytes) -> TicketView:
-    """Free a reserved seat. With a `userId`, only that holder's reservation is freed."""
-    user_id = user_id_from(body, required=False)
+    """Free a reserved seat. With a `userId`, only that holder's reservation is freed;
+    with a `holdId` (Checkout's compensation), only that hold, and never a sold seat."""
+    user_id, hold_id = holder_from(body, required=False)
     state = await _load(ctx)
+    if hold_id is not None:
+        if state.status is TicketStatus.RESERVED and state.hold_id == hold_id:
+            return _release(ctx, state).view()
+        return state.view()
     if state.status is TicketStatus.SOLD:
         raise TerminalError(SOLD_MESSAGE, status_code=409)
     if state.status is TicketStatus.AVAILABLE:

@@ -60,15 +60,22 @@ def optional_id(field: str, body: dict[str, Any], default: str) -> str:
 
 def user_id_from(body: bytes, *, required: bool) -> str | None:
     """The userId of a Ticket call: a JSON string or `{"userId": ...}`."""
+    return holder_from(body, required=required)[0]
+
+
+def holder_from(body: bytes, *, required: bool) -> tuple[str | None, str | None]:
+    """`(userId, holdId)` of a Ticket call: `"user"`, `{"userId": ...}` or, from the
+    Checkout saga, `{"userId": ..., "holdId": ...}`; the holdId is None when absent."""
     if required and not body.strip():
         raise bad_request('Missing field \'userId\': send "user" or {"userId": "user"}')
     value = parse_json(body, allow_empty=not required)
     if value is None:
         if required:
             raise bad_request("Missing field 'userId'")
-        return None
-    if isinstance(value, dict):
-        if "userId" not in value and not required:
-            return None
-        return check_id("userId", value.get("userId"))
-    return check_id("userId", value)
+        return None, None
+    if not isinstance(value, dict):
+        return check_id("userId", value), None
+    hold_id = None if "holdId" not in value else check_id("holdId", value["holdId"])
+    if "userId" not in value and not required:
+        return None, hold_id
+    return check_id("userId", value.get("userId")), hold_id

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import time
 import uuid
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from typing import Any
 
 import httpx
 import pytest
 
-from ops.admin import IngressClient
+from ops.admin import GatewayClient, IngressClient
 from ops.processes import poll_until
 from ops.stack import Stack
 from service.seat_map import shard_key
@@ -40,6 +42,27 @@ def charges(stack: Stack, ticket_id: str) -> list[dict[str, Any]]:
     resp = httpx.get(f"{stack.env.gateway.url}/charges", params={"ticketId": ticket_id})
     rows: list[dict[str, Any]] = resp.json()["charges"]
     return rows
+
+
+@contextmanager
+def checkout_in_flight(
+    stack: Stack, ticket_id: str, user: str, method: str
+) -> Iterator[Future[httpx.Response]]:
+    """A checkout whose charge takes a second, yielded once it holds the seat."""
+    gateway = GatewayClient(stack.env.gateway.url)
+    client = IngressClient(stack.env.ingress.url)
+    body = {"ticketId": ticket_id, "userId": user, "paymentMethodId": method}
+    gateway.configure(latency_ms=1000)
+    try:
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            answer = pool.submit(client.call, "Checkout", "process", body)
+            poll_until(lambda: ticket(stack, ticket_id)["status"] == "RESERVED", 10.0)
+            yield answer
+            answer.result()  # the whole charge ran at the slow latency
+    finally:
+        gateway.configure(latency_ms=0)
+        gateway.close()
+        client.close()
 
 
 def seat_map(stack: Stack, event: str) -> Any:
@@ -267,3 +290,46 @@ def test_confirm_after_expiry_before_the_timer_is_refused(stack: Stack) -> None:
     resp = stack.ingress.call("Ticket", "confirm", "pia", key=t)
     assert resp.status_code == 409
     assert ticket(stack, t)["status"] == "AVAILABLE"
+
+
+def test_a_second_checkout_by_the_same_user_is_refused_and_not_charged(stack: Stack) -> None:
+    """A hold belongs to one checkout: a double click must not pay twice for one seat."""
+    t = seat()
+    with checkout_in_flight(stack, t, "quinn", "card_success") as first:
+        second = checkout(stack, t, "quinn")
+        assert second.status_code == 409, second.text
+        assert "Ticket is currently reserved" in second.text
+    assert first.result().status_code == 200
+    assert ticket(stack, t) == {"status": "SOLD", "reservedBy": "quinn", "reservedUntil": None}
+    assert len(charges(stack, t)) == 1
+
+
+def test_a_public_confirm_cannot_sell_a_seat_mid_checkout(stack: Stack) -> None:
+    t = seat()
+    with checkout_in_flight(stack, t, "rosa", "card_decline") as pending:
+        for body in (None, "rosa", {"userId": "rosa", "holdId": "guessed"}):
+            resp = stack.ingress.call("Ticket", "confirm", body, key=t)
+            assert resp.status_code == 409 and "currently reserved" in resp.text, (body, resp.text)
+    assert pending.result().status_code == 402
+    assert ticket(stack, t)["status"] == "AVAILABLE"
+    assert charges(stack, t) == []
+
+
+def test_a_hold_released_mid_checkout_refunds_the_charge(stack: Stack) -> None:
+    """An operator's release frees the seat; the saga cannot confirm, so it refunds."""
+    t = seat()
+    with checkout_in_flight(stack, t, "sam", "card_success") as pending:
+        released = stack.ingress.call("Ticket", "release", key=t)
+        assert released.json()["status"] == "AVAILABLE"
+    resp = pending.result()
+    assert resp.status_code == 409 and "not reserved" in resp.text, resp.text
+    assert ticket(stack, t)["status"] == "AVAILABLE"
+    assert [c["refunded"] for c in charges(stack, t)] == [True]
+
+
+def test_the_holders_reservation_passes_to_their_checkout(stack: Stack) -> None:
+    """Reserve, then pay: the checkout takes the holder's reservation over, deadline and all."""
+    t = seat()
+    assert stack.ingress.call("Ticket", "reserve", "tina", key=t).json()["reservedUntil"] > 0
+    assert checkout(stack, t, "tina").status_code == 200
+    assert ticket(stack, t) == {"status": "SOLD", "reservedBy": "tina", "reservedUntil": None}

@@ -18,7 +18,7 @@ from ops.environments import Environment, load
 from ops.errors import NexusError
 from ops.scenarios import Outcome, Skip
 from service.checkout import parse_checkout
-from service.validation import check_id, parse_json, user_id_from
+from service.validation import check_id, holder_from, parse_json, user_id_from
 
 LOCAL = """
 [restate]
@@ -216,7 +216,7 @@ def _rejected(probe: Probe) -> bool:
         elif handler == "reserve":
             user_id_from(body, required=True)
         elif handler in ("confirm", "release"):
-            user_id_from(body, required=False)
+            holder_from(body, required=False)
         elif handler == "cleanup":
             value: Any = parse_json(body, allow_empty=True)
             if isinstance(value, dict):

@@ -14,6 +14,7 @@ from service.models import DEFAULT_PAYMENT_METHOD, MAX_ID_LENGTH, CheckoutReques
 from service.validation import (
     bad_request,
     check_id,
+    holder_from,
     optional_id,
     parse_json,
     require_object,
@@ -127,6 +128,20 @@ def test_user_id_from_optional_absent() -> None:
     assert user_id_from(b"", required=False) is None
     assert user_id_from(b"{}", required=False) is None
     assert user_id_from(b'{"other": 1}', required=False) is None
+
+
+def test_holder_from_reads_the_checkouts_hold_id() -> None:
+    saga = body({"userId": "alice", "holdId": "inv_1"})
+    assert holder_from(saga, required=True) == ("alice", "inv_1")
+    assert holder_from(body({"holdId": "inv_1"}), required=False) == (None, "inv_1")
+    assert holder_from(b'"alice"', required=False) == ("alice", None)
+    assert holder_from(b"", required=False) == (None, None)
+
+
+@pytest.mark.parametrize("value", ["", "  ", 7, None, ["h"], "h\u0000", "h" * (MAX_ID_LENGTH + 1)])
+def test_holder_from_refuses_a_bad_hold_id(value: Any) -> None:
+    err = expect_400(holder_from, body({"userId": "alice", "holdId": value}), required=False)
+    assert "holdId" in err.message
 
 
 def test_user_id_from_required_missing() -> None:
