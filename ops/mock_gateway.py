@@ -3,7 +3,10 @@
 - `POST /charges` with an `Idempotency-Key` header and `{"paymentMethodId", ...}`:
   `card_success` → 200, `card_error` → 503, anything else → 402. A key that already has an
   answer gets the same answer and no second charge; 5xx answers are not remembered.
-- `POST /charges/{key}/refund`, `GET /charges[?ticketId=]` (for tests and audits),
+- `POST /charges/{key}/refund`: refunds the key's charge; a key with no charge yet is
+  voided (404 all the same), so a charge still in flight under it, or sent later, is
+  refused with 409 instead of taking money the refund already gave up on.
+- `GET /charges[?ticketId=]` (for tests and audits),
   `GET|PUT /admin/config` (`latency_ms`, `outage_seconds`), `/status/{code}`, `/health`.
 
 Settings: `GATEWAY_LATENCY_MS` (default 0) and `GATEWAY_JOURNAL` (a JSON-lines file that
@@ -27,6 +30,7 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
 MAX_BODY = 64 * 1024
+VOIDED = "Charge voided: its idempotency key was refunded before any charge"
 
 
 class Gateway:
@@ -57,6 +61,8 @@ class Gateway:
                 self.charges[key] = entry["charge"]
         elif entry["kind"] == "refund" and key in self.charges:
             self.charges[key]["refunded"] = True
+        elif entry["kind"] == "void":
+            self.answers.setdefault(key, (409, {"error": VOIDED}))
 
     def _record(self, entry: dict[str, Any]) -> None:
         self._apply(entry)
@@ -93,6 +99,8 @@ class Gateway:
     async def _decide(self, key: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         if self.latency_ms > 0:
             await asyncio.sleep(self.latency_ms / 1000)
+            if key in self.answers:  # voided by a refund while this charge was in flight
+                return self.answers[key]
         method = body.get("paymentMethodId")
         if self.in_outage or method == "card_error":
             return 503, {"error": "Gateway error", "retryable": True}
@@ -118,9 +126,11 @@ class Gateway:
         return 200, charge
 
     def refund(self, key: str) -> tuple[int, dict[str, Any]]:
-        """Refund a successful charge; idempotent."""
+        """Refund a successful charge, or void a key that has none; idempotent."""
         charge = self.charges.get(key)
         if charge is None:
+            if key not in self.answers:
+                self._record({"kind": "void", "key": key})
             return 404, {"error": f"No charge with idempotency key {key}"}
         if not charge["refunded"]:
             self._record({"kind": "refund", "key": key})

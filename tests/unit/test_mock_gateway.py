@@ -362,8 +362,42 @@ def test_journal_replay(tmp_path: Path) -> None:
     assert "k-new" in Gateway(journal=journal).charges
 
 
-def test_gateway_without_journal_writes_nothing(tmp_path: Path) -> None:
+def test_a_refund_before_the_charge_voids_the_key(gw: Gateway) -> None:
+    """A refund that finds nothing gives the key up: a charge still in flight under it,
+    or sent later, takes no money."""
+    gw.latency_ms = 200
+
+    async def race() -> tuple[tuple[int, dict[str, Any]], tuple[int, dict[str, Any]]]:
+        late = asyncio.create_task(gw.charge("k-late", dict(CHARGE)))
+        await asyncio.sleep(0.05)
+        refunded = gw.refund("k-late")
+        return refunded, await late
+
+    refunded, late = asyncio.run(race())
+    assert refunded[0] == 404
+    assert late == (409, {"error": mock_gateway.VOIDED})
+    assert asyncio.run(gw.charge("k-late", dict(CHARGE)))[0] == 409
+    assert gw.charges == {}
+
+
+def test_a_void_survives_a_restart(tmp_path: Path) -> None:
+    journal = tmp_path / "journal.jsonl"
+    Gateway(journal=journal).refund("k-v")
+    assert asyncio.run(Gateway(journal=journal).charge("k-v", dict(CHARGE)))[0] == 409
+
+
+def test_a_refund_after_a_decline_keeps_the_decline(gw: Gateway) -> None:
+    assert asyncio.run(gw.charge("k-d", {**CHARGE, "paymentMethodId": "card_decline"}))[0] == 402
+    assert gw.refund("k-d")[0] == 404
+    assert asyncio.run(gw.charge("k-d", dict(CHARGE)))[0] == 402
+
+
+def test_gateway_without_journal_writes_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)  # where a stray relative write would land
     gw = Gateway()
+    gw.refund("k-void")
     asyncio.run(gw.charge("k", dict(CHARGE)))
     assert list(tmp_path.iterdir()) == []
     assert gw.config() == {"latency_ms": 0.0, "outage_remaining_s": 0.0}
