@@ -45,10 +45,13 @@ class Result:
 
 @dataclass
 class Context:
-    """What every step is told: check mode and whether diffs are wanted."""
+    """What every step is told: check mode, whether diffs are wanted, and (in check
+    mode) which earlier steps would have changed something, for steps whose answer
+    depends on those changes."""
 
     check: bool = False
     show_diff: bool = False
+    would_change: list[str] = field(default_factory=list)
 
 
 StepFn = Callable[[Context], Result]
@@ -85,6 +88,8 @@ class Play:
                 result = Result(Status.FAILED, str(exc))
         result.step = name
         result.seconds = time.monotonic() - started
+        if self.ctx.check and result.status is Status.CHANGED:
+            self.ctx.would_change.append(name)
         self.results.append(result)
         self._report(result)
         return result

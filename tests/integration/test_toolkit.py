@@ -121,3 +121,35 @@ def test_changed_handler_set_triggers_reregistration(make_env: EnvFactory) -> No
         assert "- service Probe" in steps["registration"].diff
     finally:
         down(env, purge=True, out=io.StringIO())
+
+
+def test_check_mode_on_a_drifted_stack_reports_what_deploy_would_do(make_env: EnvFactory) -> None:
+    """Check mode never fails for drift a deploy would repair, and changes nothing."""
+    env = make_env("drift")
+    stack = Stack(env)
+    try:
+        assert not deploy(env, out=io.StringIO()).failed
+        # The service process died; Restate still lists its deployment.
+        stack.procs.stop(SERVICE)
+        out = io.StringIO()
+        steps = {r.step: r for r in deploy(env, check=True, out=out).results}
+        assert [r.status for r in steps.values()].count(Status.FAILED) == 0, out.getvalue()
+        assert steps["service"].status is Status.CHANGED
+        assert steps["registration"].status is Status.SKIPPED
+        assert "once the service restarts" in steps["registration"].message
+        assert steps["smoke"].status is Status.SKIPPED and "service" in steps["smoke"].message
+        assert not stack.procs.info(SERVICE).alive
+
+        # The service runs but its deployment was removed.
+        assert not deploy(env, out=io.StringIO()).failed
+        found = stack.admin.find_deployment(stack.registration_uri)
+        assert found is not None
+        stack.admin.delete_deployment(found["id"])
+        out = io.StringIO()
+        steps = {r.step: r for r in deploy(env, check=True, out=out).results}
+        assert steps["registration"].status is Status.CHANGED, out.getvalue()
+        assert steps["smoke"].status is Status.SKIPPED, out.getvalue()
+        assert "registration" in steps["smoke"].message
+        assert stack.admin.find_deployment(stack.registration_uri) is None
+    finally:
+        down(env, purge=True, out=io.StringIO())

@@ -206,3 +206,12 @@ def test_slow_steps_show_their_time(monkeypatch: pytest.MonkeyPatch) -> None:
     text = lines(out)
     assert text[1].endswith("started  (2.2s)") or text[1].endswith("started  (2.3s)")
     assert text[2].endswith("running")
+
+
+@pytest.mark.parametrize("check", [True, False])
+def test_later_steps_learn_which_earlier_steps_would_change(check: bool) -> None:
+    p, _ = play(check=check)
+    p.run("service", lambda ctx: Result.changed("would start"))
+    p.run("gateway", lambda ctx: Result.ok("running"))
+    seen = p.run("smoke", lambda ctx: Result.ok(",".join(ctx.would_change)))
+    assert seen.message == ("service" if check else "")
