@@ -9,6 +9,7 @@ import resource
 import sys
 import time
 from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
@@ -181,12 +182,16 @@ def bench(
         env.root,
         sources=Path(__file__).parent / "bench_service.py",
     )
-    gateway = GatewayClient(env.gateway.url, timeout=5.0)
-    latency_before = gateway.config()["latency_ms"]
-    gateway.configure(latency_ms=0)
-    bench_pid = stack.procs.start(spec)
-    deployment = stack.admin.register(endpoint.url, force=False, dry_run=False)
-    try:
+    with ExitStack() as undo:  # every step taken is undone, in reverse, even on failure
+        gateway = GatewayClient(env.gateway.url, timeout=5.0)
+        undo.callback(gateway.close)
+        latency_before = gateway.config()["latency_ms"]
+        gateway.configure(latency_ms=0)
+        undo.callback(gateway.configure, latency_ms=latency_before)
+        undo.callback(stack.procs.stop, BENCH)
+        bench_pid = stack.procs.start(spec)
+        deployment = stack.admin.register(endpoint.url, force=False, dry_run=False)
+        undo.callback(stack.admin.delete_deployment, str(deployment["id"]))
         _wait_routable(stack, 20.0)
         on_bench = {"restate-server": pids["restate-server"], "service": bench_pid}
 
@@ -215,11 +220,6 @@ def bench(
             ),
         )
         left_open = invocations_open(stack.admin)
-    finally:
-        stack.admin.delete_deployment(str(deployment["id"]))
-        stack.procs.stop(BENCH)
-        gateway.configure(latency_ms=latency_before)
-        gateway.close()
     noop_rate = noop.summary.checkouts_per_s
     saga_rate = saga.summary.checkouts_per_s
     rate = full.summary.checkouts_per_s

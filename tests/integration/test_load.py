@@ -11,7 +11,8 @@ import pytest
 
 from ops.admin import AdminClient, GatewayClient
 from ops.audit import audit, check, checkouts_in_flight
-from ops.load import bench, bench_lines, run_load
+from ops.errors import ApiError
+from ops.load import BENCH, bench, bench_lines, run_load
 from ops.processes import poll_until
 from ops.stack import Stack
 from service.models import TicketState, TicketStatus
@@ -102,6 +103,25 @@ def test_audit_counts_running_checkouts(stack: Stack) -> None:
 def seat_state(stack: Stack, seat: str) -> dict[str, object]:
     state: dict[str, object] = stack.ingress.call("Ticket", "get", key=seat).json()
     return state
+
+
+def test_a_bench_that_fails_to_register_undoes_what_it_started(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise ApiError("registration refused (planted by the test)")
+
+    monkeypatch.setattr(AdminClient, "register", refuse)
+    gateway = GatewayClient(stack.env.gateway.url, timeout=5.0)
+    gateway.configure(latency_ms=3)
+    try:
+        with pytest.raises(ApiError, match="planted"):
+            bench(stack.env, vus=1, duration="1s", out=io.StringIO())
+        assert gateway.config()["latency_ms"] == 3
+    finally:
+        gateway.configure(latency_ms=0)
+        gateway.close()
+    assert stack.procs.info(BENCH).pid is None  # the bench service was stopped
 
 
 def test_short_bench_measures_three_phases_and_cleans_up(stack: Stack) -> None:
