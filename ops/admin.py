@@ -74,7 +74,19 @@ def _expect(resp: httpx.Response, what: str) -> Any:
         raise ApiError(
             f"{what} failed: HTTP {resp.status_code}: {resp.text[:500]}", status=resp.status_code
         )
-    return resp.json() if resp.content else None
+    return json_of(resp, what) if resp.content else None
+
+
+def json_of(resp: httpx.Response, what: str) -> Any:
+    """The JSON body of an answer; an ApiError naming the URL when it is something else
+    (a web page, a login proxy: the URL in the environment file is probably wrong)."""
+    try:
+        return resp.json()
+    except ValueError:
+        raise ApiError(
+            f"{what}: {resp.request.url} answered HTTP {resp.status_code} with something"
+            f" that is not JSON: {resp.text[:200]!r}"
+        ) from None
 
 
 class AdminClient(_Client):
@@ -182,7 +194,7 @@ class GatewayClient:
             resp.raise_for_status()
         except httpx.HTTPError as exc:
             raise ApiError(f"mock gateway at {self.url}: {method} {path} failed: {exc}") from None
-        data: dict[str, Any] = resp.json()
+        data: dict[str, Any] = json_of(resp, f"mock gateway {method} {path}")
         return data
 
     def config(self) -> dict[str, Any]:

@@ -257,7 +257,10 @@ def _coerce(path: Path, key: str, value: Any, default: Any) -> Any:
 
 
 def _check_url(path: Path, key: str, value: str) -> None:
-    parts = urlsplit(value)
+    try:
+        parts = urlsplit(value)
+    except ValueError as exc:  # e.g. an unclosed IPv6 bracket
+        raise ConfigError(f"{path}: {key} is not a URL ({exc}): {value!r}") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ConfigError(f"{path}: {key} must be an http(s) URL, got {value!r}")
     try:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -26,11 +27,22 @@ def base58(data: bytes) -> str:
 
 def key_id(private_pem: bytes) -> str:
     """The public key id the service is configured with."""
-    key = serialization.load_pem_private_key(private_pem, password=None)
+    try:
+        key = serialization.load_pem_private_key(private_pem, password=None)
+    except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
+        raise ConfigError(f"request signing: the private key is not readable PEM ({exc})") from None
     if not isinstance(key, Ed25519PrivateKey):
         raise ConfigError("request signing needs an ed25519 private key")
     raw = key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
     return "publickeyv1_" + base58(raw)
+
+
+def read_key_id(private: Path) -> str:
+    """The key id of a private key file; a ConfigError naming the file if it is unreadable."""
+    try:
+        return key_id(private.read_bytes())
+    except ConfigError as exc:
+        raise ConfigError(f"{private}: {exc}") from None
 
 
 def ensure_key_pair(folder: Path) -> tuple[Path, str, bool]:
@@ -48,6 +60,6 @@ def ensure_key_pair(folder: Path) -> tuple[Path, str, bool]:
         with os.fdopen(fd, "wb") as fh:
             fh.write(pem)
         created = True
-    kid = key_id(private.read_bytes())
+    kid = read_key_id(private)
     (folder / "public.txt").write_text(kid + "\n")
     return private, kid, created

@@ -340,3 +340,11 @@ def test_signature_diff_shows_service_type_change() -> None:
     lines = signature_diff(before, after)
     assert lines
     assert any("Ticket" in line for line in lines)
+
+
+def test_an_answer_that_is_not_json_is_an_api_error_naming_the_url() -> None:
+    client, _ = admin(lambda r: httpx.Response(200, text="<html>Sign in</html>"))
+    with pytest.raises(ApiError) as info:
+        client.deployments()
+    assert f"{ADMIN}/deployments" in info.value.message
+    assert "not JSON" in info.value.message and "Sign in" in info.value.message

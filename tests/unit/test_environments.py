@@ -263,7 +263,9 @@ def test_connect_mode_does_not_need_an_http_url(root: Path) -> None:
     assert load("c", root=root).service_mode == "connect"
 
 
-@pytest.mark.parametrize("url", ["not a url", "127.0.0.1:9081", "http://h:99999"])
+@pytest.mark.parametrize(
+    "url", ["not a url", "127.0.0.1:9081", "http://h:99999", "http://[::1:9081"]
+)
 def test_bad_gateway_url_is_rejected(root: Path, url: str) -> None:
     message = load_error(root, MINIMAL + f'\n[gateway]\nurl = "{url}"\n')
     assert "gateway.url" in message

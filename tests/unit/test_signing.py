@@ -291,3 +291,25 @@ dir = "{tmp_path / "state"}"
     assert env.secret("RESTATE_IDENTITY_KEY") is None
     lines = status_lines(env)
     assert any("unreachable" in line or "DOWN" in line for line in lines)
+
+
+def test_a_corrupt_private_key_is_a_config_error_naming_the_file(tmp_path: Path) -> None:
+    env = _env(tmp_path, service="signing = true")
+    stack = Stack(env)
+    stack.signing_dir.mkdir(parents=True)
+    (stack.signing_dir / "private.pem").write_text("-----BEGIN PRIVATE KEY-----\nnope\n")
+    for ctx in (Context(check=True), Context()):
+        with pytest.raises(ConfigError) as info:
+            stack.signing_step(ctx)
+        assert str(stack.signing_dir / "private.pem") in str(info.value)
+    assert not (stack.signing_dir / "public.txt").exists()
+
+
+def test_check_mode_leaves_an_existing_key_pair_untouched(tmp_path: Path) -> None:
+    env = _env(tmp_path, service="signing = true")
+    stack = Stack(env)
+    stack.signing_step(Context())
+    public = stack.signing_dir / "public.txt"
+    public.unlink()
+    assert stack.signing_step(Context(check=True)).status is Status.OK
+    assert not public.exists()
