@@ -175,12 +175,13 @@ class ProcessManager:
             data = json.loads(self.pid_file(name).read_text())
             pid, fingerprint = int(data["pid"]), data.get("fingerprint")
             command = str(data.get("command", ""))
+            started = data.get("started")
             stop_timeout = float(data.get("stop_timeout", 15.0))
             ports = [(str(h), int(p)) for h, p in data.get("ports", [])]
         except (OSError, ValueError, KeyError, TypeError):
-            command, stop_timeout, ports = "", 15.0, []
+            command, started, stop_timeout, ports = "", None, 15.0, []
         live = pid is not None and pid_alive(pid)
-        reused = live and pid is not None and not _runs(pid, command)
+        reused = live and pid is not None and not _runs(pid, command, started)
         return ProcessInfo(
             name,
             pid,
@@ -231,6 +232,7 @@ class ProcessManager:
                     "pid": child.pid,
                     "fingerprint": spec.fingerprint(),
                     "command": spec.argv[0],
+                    "started": _start_time(child.pid),
                     "stop_timeout": spec.stop_timeout,
                     "ports": [list(p) for p in spec.ports],
                 }
@@ -297,8 +299,22 @@ class ProcessManager:
         return "\n".join("    " + line for line in text.splitlines()[-lines:])
 
 
-def _runs(pid: int, command: str) -> bool:
-    """Guard against PID reuse: the process still runs the command we started."""
+def _start_time(pid: int) -> str | None:
+    """When `pid` started, in clock ticks since boot (/proc/PID/stat field 22): with the
+    PID it names one process for good, whatever later reuses the number."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def _runs(pid: int, command: str, started: str | None = None) -> bool:
+    """Guard against PID reuse: the process is the one we started (same start time where
+    it was recorded) and still runs the command we started."""
+    if started is not None:
+        now = _start_time(pid)
+        if now is not None and now != started:
+            return False
     try:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:

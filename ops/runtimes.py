@@ -15,7 +15,7 @@ from typing import Protocol
 
 from ops.environments import Environment
 from ops.errors import NexusError, RuntimeUnavailable
-from ops.processes import ProcessManager, ProcessSpec, http_ready, poll_until
+from ops.processes import ProcessManager, ProcessSpec, group_alive, http_ready, poll_until
 from ops.steps import Context, Result, StepFn
 
 Probe = Callable[[], bool]
@@ -376,14 +376,19 @@ def stop_step(procs: ProcessManager, name: str) -> StepFn:
 
     def step(ctx: Context) -> Result:
         info = procs.info(name)
-        if not info.alive:
+        # A leader that died can leave its group behind (a granian worker keeping the port).
+        orphans = (
+            not info.alive and not info.reused and info.pid is not None and group_alive(info.pid)
+        )
+        if not info.alive and not orphans:
             if not ctx.check:
                 procs.pid_file(name).unlink(missing_ok=True)
             return Result.ok(f"{name} not running")
+        what = f"{name} (pid {info.pid})" if info.alive else f"what is left of {name}'s group"
         if ctx.check:
-            return Result.changed(f"would stop {name} (pid {info.pid})")
+            return Result.changed(f"would stop {what}")
         procs.stop(name)
-        return Result.changed(f"stopped {name} (pid {info.pid})", [f"{name}: running → stopped"])
+        return Result.changed(f"stopped {what}", [f"{name}: running → stopped"])
 
     return step
 

@@ -26,6 +26,8 @@ from ops.processes import (
     poll_until,
     port_open,
 )
+from ops.runtimes import stop_step
+from ops.steps import Context, Status
 
 SERVER = (
     "import http.server, sys\n"
@@ -292,6 +294,57 @@ def test_pid_file_of_another_program_is_not_ours(procs: ProcessManager) -> None:
         other.kill()
         other.wait()
         procs.pid_file("x").unlink(missing_ok=True)
+
+
+def test_same_command_started_later_is_not_ours(procs: ProcessManager) -> None:
+    """PID reuse by a program with the same command: the start time tells them apart."""
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        procs.run_dir.mkdir(parents=True)
+        record = {"pid": other.pid, "command": sys.executable}
+        procs.pid_file("x").write_text(json.dumps(record))
+        assert procs.info("x").alive is True  # no start time recorded: the command decides
+        procs.pid_file("x").write_text(json.dumps({**record, "started": "1"}))
+        info = procs.info("x")
+        assert info.alive is False and info.reused is True
+        assert procs.kill("x") is None
+        assert other.poll() is None  # not signalled
+    finally:
+        other.kill()
+        other.wait()
+        procs.pid_file("x").unlink(missing_ok=True)
+
+
+def test_a_started_process_is_recognised_by_its_start_time(
+    procs: ProcessManager, tmp_path: Path
+) -> None:
+    pid = procs.start(server_spec(tmp_path, free_port()))
+    recorded = json.loads(procs.pid_file("web").read_text())["started"]
+    assert recorded is not None and int(recorded) > 0
+    assert procs.info("web").alive and procs.info("web").pid == pid
+
+
+def test_down_step_stops_the_orphans_of_a_dead_leader(
+    procs: ProcessManager, tmp_path: Path
+) -> None:
+    grandchild_file = tmp_path / "grandchild.pid"
+    pid = procs.start(server_spec(tmp_path, free_port(), "parent", PARENT, str(grandchild_file)))
+    assert wait_until(grandchild_file.exists)
+    grandchild = int(grandchild_file.read_text())
+    os.kill(pid, signal.SIGKILL)  # only the leader
+    assert wait_until(lambda: not pid_alive(pid))
+    try:
+        step = stop_step(procs, "parent")
+        would = step(Context(check=True))
+        assert would.status is Status.CHANGED and "what is left" in would.message
+        assert pid_alive(grandchild)
+        done = step(Context())
+        assert done.status is Status.CHANGED
+        assert wait_until(lambda: not pid_alive(grandchild))
+        assert step(Context()).status is Status.OK
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(grandchild, signal.SIGKILL)
 
 
 def test_stop_kills_orphans_of_a_dead_leader(procs: ProcessManager, tmp_path: Path) -> None:
