@@ -226,6 +226,9 @@ def _validate(path: Path, raw: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
             settings[section][key] = _coerce(
                 path, f"{section}.{key}", given.get(key, default), default
             )
+    if "mode" not in raw.get("gateway", {}) and settings["service"]["mode"] == "url":
+        # A service hosted elsewhere charges its own gateway, never a mock on this machine.
+        settings["gateway"]["mode"] = "external"
     _check_choices(path, settings)
     return settings
 

@@ -87,6 +87,7 @@ def test_hosted_external_file_loads(root: Path, monkeypatch: pytest.MonkeyPatch)
     assert env.runtime == "external"
     assert env.service_mode == "url"
     assert env.service.url == "https://svc.example.com"  # trailing slash dropped
+    assert env.gateway_mode == "external"  # no local mock for a service hosted elsewhere
     assert env.ingress.port == 8080
     assert env.ingress.host == "abc.env.eu.restate.cloud"
     assert env.token == SECRET
