@@ -279,32 +279,26 @@ def test_stop_with_reused_pid_returns_at_once(procs: ProcessManager) -> None:
     assert not procs.pid_file("x").exists()
 
 
-def test_pid_file_of_another_program_is_not_ours(procs: ProcessManager) -> None:
-    """PID reuse: a live PID running some other command does not count as ours."""
-    other = subprocess.Popen(["sleep", "30"])
+@pytest.mark.parametrize(
+    ("argv", "record"),
+    [
+        # another program
+        (["sleep", "30"], {"command": "/opt/restate/restate-server"}),
+        # the same command, started at another time than the one recorded
+        (
+            [sys.executable, "-c", "import time; time.sleep(30)"],
+            {"command": sys.executable, "started": "1"},
+        ),
+    ],
+    ids=["other-command", "same-command-other-start"],
+)
+def test_a_reused_pid_is_not_ours_and_never_signalled(
+    procs: ProcessManager, argv: list[str], record: dict[str, str]
+) -> None:
+    other = subprocess.Popen(argv)
     try:
         procs.run_dir.mkdir(parents=True)
-        procs.pid_file("x").write_text(
-            json.dumps({"pid": other.pid, "command": "/opt/restate/restate-server"})
-        )
-        assert procs.info("x").alive is False
-        assert procs.kill("x") is None
-        assert other.poll() is None  # not signalled
-    finally:
-        other.kill()
-        other.wait()
-        procs.pid_file("x").unlink(missing_ok=True)
-
-
-def test_same_command_started_later_is_not_ours(procs: ProcessManager) -> None:
-    """PID reuse by a program with the same command: the start time tells them apart."""
-    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
-    try:
-        procs.run_dir.mkdir(parents=True)
-        record = {"pid": other.pid, "command": sys.executable}
-        procs.pid_file("x").write_text(json.dumps(record))
-        assert procs.info("x").alive is True  # no start time recorded: the command decides
-        procs.pid_file("x").write_text(json.dumps({**record, "started": "1"}))
+        procs.pid_file("x").write_text(json.dumps({"pid": other.pid, **record}))
         info = procs.info("x")
         assert info.alive is False and info.reused is True
         assert procs.kill("x") is None
@@ -319,9 +313,12 @@ def test_a_started_process_is_recognised_by_its_start_time(
     procs: ProcessManager, tmp_path: Path
 ) -> None:
     pid = procs.start(server_spec(tmp_path, free_port()))
-    recorded = json.loads(procs.pid_file("web").read_text())["started"]
-    assert recorded is not None and int(recorded) > 0
+    record = json.loads(procs.pid_file("web").read_text())
+    assert record["started"] is not None and int(record["started"]) > 0
     assert procs.info("web").alive and procs.info("web").pid == pid
+    del record["started"]  # a PID file from before start times: the command decides
+    procs.pid_file("web").write_text(json.dumps(record))
+    assert procs.info("web").alive
 
 
 def test_down_step_stops_the_orphans_of_a_dead_leader(
