@@ -119,11 +119,7 @@ def check(
             report.violations.append(
                 f"{seat}: RESERVED by {state.reserved_by} {late:.0f}s past its hold"
             )
-        if (
-            state.status is TicketStatus.RESERVED
-            and state.reserved_until is None
-            and not checkouts_running
-        ):
+        if state.checkout_hold and not checkouts_running:
             report.violations.append(
                 f"{seat}: held for a checkout by {state.reserved_by}, but no checkout is running"
             )

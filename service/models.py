@@ -34,6 +34,11 @@ class TicketState(BaseModel):
     hold_id: str | None = Field(default=None, alias="holdId")
     version: int = 0
 
+    @property
+    def checkout_hold(self) -> bool:
+        """RESERVED by a Checkout saga: its hold has no deadline and ends with the saga."""
+        return self.status is TicketStatus.RESERVED and self.reserved_until is None
+
     def view(self) -> TicketView:
         """The public answer of `Ticket/get`."""
         return TicketView(

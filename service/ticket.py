@@ -15,7 +15,7 @@ from service.config import settings
 from service.models import TICKET, SeatUpdate, TicketState, TicketStatus, TicketView
 from service.seat_map import shard_key
 from service.seat_map import update as seat_map_update
-from service.validation import check_id, holder_from, parse_json, user_id_from
+from service.validation import bad_request, check_id, holder_from, parse_json, user_id_from
 
 ticket = restate.VirtualObject("Ticket")
 
@@ -109,11 +109,11 @@ async def hold(ctx: ObjectContext, body: bytes) -> TicketView:
     user_id, hold_id = holder_from(body, required=True)
     assert user_id is not None
     if hold_id is None:
-        raise TerminalError("Missing field 'holdId'", status_code=400)
+        raise bad_request("Missing field 'holdId'")
     state = await _load(ctx)
     if state.status is TicketStatus.RESERVED and state.hold_id == hold_id:
         return state.view()
-    if state.status is TicketStatus.RESERVED and state.reserved_until is None:
+    if state.checkout_hold:
         raise TerminalError(RESERVED_MESSAGE, status_code=409)  # another checkout's hold
     await _may_take(ctx, state, user_id)
     state = TicketState(
@@ -161,10 +161,9 @@ async def confirm(ctx: ObjectContext, body: bytes) -> TicketView:
         raise TerminalError(SOLD_MESSAGE, status_code=409)
     if state.status is TicketStatus.AVAILABLE:
         raise TerminalError("Ticket is not reserved", status_code=409)
-    checkout_hold = state.reserved_until is None
     if hold_id is not None and not ours:
         raise TerminalError(RESERVED_MESSAGE, status_code=409)
-    if hold_id is None and (checkout_hold or user_id not in (None, state.reserved_by)):
+    if hold_id is None and (state.checkout_hold or user_id not in (None, state.reserved_by)):
         raise TerminalError(RESERVED_MESSAGE, status_code=409)
     if await _expired(ctx, state):
         _release(ctx, state)
