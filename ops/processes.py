@@ -308,7 +308,7 @@ def _start_time(pid: int) -> str | None:
         return None
 
 
-def _runs(pid: int, command: str, started: str | None = None) -> bool:
+def _runs(pid: int, command: str, started: str | None) -> bool:
     """Guard against PID reuse: the process is the one we started (same start time where
     it was recorded) and still runs the command we started."""
     if started is not None:
