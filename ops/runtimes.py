@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import difflib
+import json
 import platform
 import re
 import shutil
@@ -79,7 +80,10 @@ def server_config(env: Environment) -> str:
     return "\n".join(lines) + "\n"
 
 
-_PARTITIONS = re.compile(r"^default-num-partitions = (\d+)$", re.MULTILINE)
+# The count as the binary's config file and the Docker container's spec spell it.
+_PARTITIONS = re.compile(
+    r"^(?:default-num-partitions = |RESTATE_DEFAULT_NUM_PARTITIONS=)(\d+)$", re.MULTILINE
+)
 
 
 def partitions_note(before: str, after: str, data_dir: Path) -> str:
@@ -207,7 +211,13 @@ class BinaryRuntime:
 
 
 class DockerRuntime:
-    """The official image with the same ports and a data volume (needs a Docker engine)."""
+    """The official image with the same ports and a data volume (needs a Docker engine).
+
+    The container carries the settings it was started with in a label, so a change to
+    the image, ports, partitions or signing recreates it instead of reporting ok."""
+
+    SPEC_LABEL = "nexus.spec"
+    KEY_IN_CONTAINER = "/restate-signing/private.pem"
 
     def __init__(self, env: Environment) -> None:
         self.env = env
@@ -216,16 +226,11 @@ class DockerRuntime:
     def processes(self) -> list[str]:
         return []
 
-    def run_command(self) -> list[str]:
-        """The `docker run` line this runtime uses."""
+    def spec(self) -> list[str]:
+        """Everything `docker run` is given after the container's name and label."""
         env = self.env
         data = env.state_dir / "data"
-        return [
-            "docker",
-            "run",
-            "--detach",
-            "--name",
-            self.container,
+        spec = [
             "--add-host=host.docker.internal:host-gateway",
             "--publish",
             f"{env.ingress.host}:{env.ingress.port}:8080",
@@ -237,8 +242,23 @@ class DockerRuntime:
             "RESTATE_BASE_DIR=/restate-data",
             "--env",
             f"RESTATE_DEFAULT_NUM_PARTITIONS={env.get('restate', 'partitions')}",
-            str(env.get("restate", "image")),
         ]
+        if env.get("service", "signing"):
+            signing = env.state_dir / "signing"
+            spec += [
+                "--volume",
+                f"{signing}:{Path(self.KEY_IN_CONTAINER).parent}:ro",
+                "--env",
+                "RESTATE_WORKER__INVOKER__REQUEST_IDENTITY_PRIVATE_KEY_PEM_FILE="
+                + self.KEY_IN_CONTAINER,
+            ]
+        return [*spec, str(env.get("restate", "image"))]
+
+    def run_command(self) -> list[str]:
+        """The `docker run` line this runtime uses."""
+        spec = self.spec()
+        label = f"{self.SPEC_LABEL}={json.dumps(spec)}"
+        return ["docker", "run", "--detach", "--name", self.container, "--label", label, *spec]
 
     def engine_check(self) -> None:
         docker = shutil.which("docker")
@@ -259,14 +279,24 @@ class DockerRuntime:
                 ' use runtime = "binary", which needs no Docker'
             )
 
-    def _running(self) -> bool:
+    def running_spec(self) -> list[str] | None:
+        """The spec the running container was started with ([] if it has no label);
+        None when no container of ours is running."""
+        template = f'{{{{.State.Running}}}} {{{{index .Config.Labels "{self.SPEC_LABEL}"}}}}'
         proc = subprocess.run(
-            ["docker", "inspect", "--format", "{{.State.Running}}", self.container],
+            ["docker", "inspect", "--format", template, self.container],
             capture_output=True,
             text=True,
             check=False,
         )
-        return proc.stdout.strip() == "true"
+        running, _, label = proc.stdout.strip().partition(" ")
+        if proc.returncode != 0 or running != "true":
+            return None
+        try:
+            spec = json.loads(label)
+        except ValueError:
+            return []
+        return [str(part) for part in spec] if isinstance(spec, list) else []
 
     def deploy_steps(self) -> list[tuple[str, StepFn]]:
         return [("server", self.server)]
@@ -275,13 +305,20 @@ class DockerRuntime:
         return [("server", self.stop)]
 
     def server(self, ctx: Context) -> Result:
+        """A container running with this environment's settings, admin and ingress healthy."""
         self.engine_check()
-        if self._running():
+        wanted, current = self.spec(), self.running_spec()
+        if current == wanted:
             return Result.ok(f"container {self.container} running")
+        diff = [] if current is None else unified("\n".join(current), "\n".join(wanted), "run")
+        action = "run" if current is None else "recreate"
+        data = self.env.state_dir / "data"
+        note = partitions_note("\n".join(current or []), "\n".join(wanted), data)
+        suffix = f"; {note}" if note else ""
         if ctx.check:
-            return Result.changed(f"would run: {' '.join(self.run_command())}")
+            return Result.changed(f"would {action} container {self.container}{suffix}", diff)
         subprocess.run(["docker", "rm", "-f", self.container], capture_output=True, check=False)
-        (self.env.state_dir / "data").mkdir(parents=True, exist_ok=True)
+        data.mkdir(parents=True, exist_ok=True)
         proc = subprocess.run(self.run_command(), capture_output=True, text=True, check=False)
         if proc.returncode != 0:
             raise NexusError(f"docker run failed: {proc.stderr.strip()[-1000:]}")
@@ -290,11 +327,12 @@ class DockerRuntime:
             http_ready(f"{self.env.ingress.url}/restate/health"),
         )
         wait_until(wait, 90.0, f"container {self.container} did not become healthy")
-        return Result.changed(f"started container {self.container}")
+        past = "started" if current is None else "recreated"
+        return Result.changed(f"{past} container {self.container}{suffix}", diff)
 
     def stop(self, ctx: Context) -> Result:
         self.engine_check()
-        if not self._running():
+        if self.running_spec() is None:
             return Result.ok(f"container {self.container} not running")
         if ctx.check:
             return Result.changed(f"would remove container {self.container}")
