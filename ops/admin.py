@@ -139,6 +139,12 @@ class AdminClient(_Client):
     def services(self) -> list[dict[str, Any]]:
         return list(_expect(self.request("GET", "/services"), "GET /services")["services"])
 
+    def cancel(self, invocation_id: str) -> None:
+        """Ask Restate to cancel an invocation: its handler sees a terminal error and
+        runs its compensations. Non-blocking: the invocation may still be finishing."""
+        path = f"/invocations/{quote(invocation_id, safe='')}/cancel"
+        _expect(self.request("PATCH", path), f"cancelling {invocation_id}")
+
     def query(self, sql: str) -> list[dict[str, Any]]:
         """Run SQL against Restate's introspection tables."""
         resp = self.request(

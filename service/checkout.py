@@ -20,6 +20,9 @@ from service.validation import check_id, optional_id, parse_json, require_object
 checkout = restate.Service("Checkout")
 
 CONFIRMED = "Booking Confirmed"
+# The SDK raises a cancelled invocation's signal as TerminalError("cancelled", 409); no
+# step of ours ends in a terminal 409 of its own (a failed run ends in 500).
+CANCELLED = 409
 
 # Explicit serdes spare the SDK from inspecting each step's signature on every call.
 _OUTCOME: Serde[ChargeOutcome] = PydanticJsonSerde(ChargeOutcome)  # type: ignore[no-untyped-call]
@@ -53,6 +56,8 @@ async def process(ctx: Context, body: bytes) -> str:
 
         compensations.append(lambda: _refund(ctx, pay_key, charged))
         charged = await _charge(ctx, req, pay_key)
+        if charged.status == "cancelled":
+            raise TerminalError("Checkout cancelled during payment", CANCELLED)
         if charged.status == "declined":
             raise TerminalError(f"Payment failed: Payment declined ({charged.detail})", 402)
         if charged.status != "succeeded":
@@ -104,14 +109,18 @@ async def _charge(ctx: Context, req: CheckoutRequest, pay_key: str) -> ChargeOut
             payment_method_id=req.payment_method_id,
         )
     except TerminalError as exc:
-        return ChargeOutcome(status="gateway_error", detail=exc.message)
+        # Cancelled or out of attempts, the charge may have reached the gateway: both
+        # outcomes are refunded.
+        status = "cancelled" if exc.status_code == CANCELLED else "gateway_error"
+        return ChargeOutcome(status=status, detail=exc.message)
 
 
 async def _refund(ctx: Context, pay_key: str, charged: ChargeOutcome) -> None:
     """Compensation of the charge: refund whenever money may have moved.
 
-    After a gateway error the refund is best effort: the gateway may still be down."""
-    if charged.status not in ("succeeded", "gateway_error"):
+    After a gateway error or a cancellation the refund is best effort: the gateway may
+    still be down, and a refund of a key it never charged voids that key."""
+    if charged.status not in ("succeeded", "gateway_error", "cancelled"):
         return
     try:
         await ctx.run_typed(

@@ -80,7 +80,7 @@ class CheckoutRequest(BaseModel):
 class ChargeOutcome(BaseModel):
     """Journaled result of the payment step."""
 
-    status: str  # "succeeded" | "declined" | "gateway_error"
+    status: str  # "succeeded" | "declined" | "gateway_error" | "cancelled"
     charge_id: str | None = None
     detail: str = ""
     attempts: int = 0

@@ -330,6 +330,24 @@ def test_a_hold_released_mid_checkout_refunds_the_charge(stack: Stack) -> None:
     assert [c["refunded"] for c in charges(stack, t)] == [True]
 
 
+def test_a_checkout_cancelled_mid_charge_refunds_and_frees_the_seat(stack: Stack) -> None:
+    """An operator cancels a checkout while it charges: the saga answers 409, the charge
+    (landed or still in flight) is refunded or voided, and the seat is free again."""
+    t = seat()
+    with checkout_in_flight(stack, t, "cyd", "card_success") as pending:
+        holds = stack.admin.query(
+            "SELECT invoked_by_id FROM sys_invocation WHERE target_service_name = 'Ticket'"
+            f" AND target_service_key = '{t}' AND target_handler_name = 'hold'"
+        )
+        assert len(holds) == 1, holds
+        stack.admin.cancel(holds[0]["invoked_by_id"])
+    resp = pending.result()
+    assert resp.status_code == 409 and "cancelled" in resp.text, resp.text
+    assert ticket(stack, t)["status"] == "AVAILABLE"
+    time.sleep(1.5)  # past the slow charge: one still in flight would have landed by now
+    assert GatewayClient(stack.env.gateway.url).live_charges(t) == []
+
+
 def test_the_holders_reservation_passes_to_their_checkout(stack: Stack) -> None:
     """Reserve, then pay: the checkout takes the holder's reservation over, deadline and all."""
     t = seat()
