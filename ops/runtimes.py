@@ -279,24 +279,24 @@ class DockerRuntime:
                 ' use runtime = "binary", which needs no Docker'
             )
 
-    def running_spec(self) -> list[str] | None:
-        """The spec the running container was started with ([] if it has no label);
-        None when no container of ours is running."""
+    def inspect(self) -> tuple[bool, list[str]] | None:
+        """Whether our container is running, and the spec it was started with ([] when
+        it carries no label); None when there is no such container."""
         template = f'{{{{.State.Running}}}} {{{{index .Config.Labels "{self.SPEC_LABEL}"}}}}'
         proc = subprocess.run(
-            ["docker", "inspect", "--format", template, self.container],
+            ["docker", "inspect", "--type", "container", "--format", template, self.container],
             capture_output=True,
             text=True,
             check=False,
         )
-        running, _, label = proc.stdout.strip().partition(" ")
-        if proc.returncode != 0 or running != "true":
+        if proc.returncode != 0:
             return None
+        running, _, label = proc.stdout.strip().partition(" ")
         try:
             spec = json.loads(label)
         except ValueError:
-            return []
-        return [str(part) for part in spec] if isinstance(spec, list) else []
+            spec = []
+        return running == "true", [str(part) for part in spec] if isinstance(spec, list) else []
 
     def deploy_steps(self) -> list[tuple[str, StepFn]]:
         return [("server", self.server)]
@@ -307,15 +307,17 @@ class DockerRuntime:
     def server(self, ctx: Context) -> Result:
         """A container running with this environment's settings, admin and ingress healthy."""
         self.engine_check()
-        wanted, current = self.spec(), self.running_spec()
-        if current == wanted:
+        wanted, found = self.spec(), self.inspect()
+        if found == (True, wanted):
             return Result.ok(f"container {self.container} running")
-        diff = [] if current is None else unified("\n".join(current), "\n".join(wanted), "run")
-        action = "run" if current is None else "recreate"
+        current = found[1] if found else []
+        diff = unified("\n".join(current), "\n".join(wanted), "docker run")
+        why = "" if found is None else " (stopped)" if current == wanted else " (settings changed)"
         data = self.env.state_dir / "data"
-        note = partitions_note("\n".join(current or []), "\n".join(wanted), data)
-        suffix = f"; {note}" if note else ""
+        note = partitions_note("\n".join(current), "\n".join(wanted), data)
+        suffix = f"{why}; {note}" if note else why
         if ctx.check:
+            action = "run" if found is None else "recreate"
             return Result.changed(f"would {action} container {self.container}{suffix}", diff)
         subprocess.run(["docker", "rm", "-f", self.container], capture_output=True, check=False)
         data.mkdir(parents=True, exist_ok=True)
@@ -327,13 +329,14 @@ class DockerRuntime:
             http_ready(f"{self.env.ingress.url}/restate/health"),
         )
         wait_until(wait, 90.0, f"container {self.container} did not become healthy")
-        past = "started" if current is None else "recreated"
+        past = "started" if found is None else "recreated"
         return Result.changed(f"{past} container {self.container}{suffix}", diff)
 
     def stop(self, ctx: Context) -> Result:
+        """No container of ours left, running or stopped."""
         self.engine_check()
-        if self.running_spec() is None:
-            return Result.ok(f"container {self.container} not running")
+        if self.inspect() is None:
+            return Result.ok(f"no container {self.container}")
         if ctx.check:
             return Result.changed(f"would remove container {self.container}")
         subprocess.run(["docker", "rm", "-f", self.container], capture_output=True, check=False)

@@ -20,9 +20,6 @@ from service.validation import check_id, optional_id, parse_json, require_object
 checkout = restate.Service("Checkout")
 
 CONFIRMED = "Booking Confirmed"
-# The SDK raises a cancelled invocation's signal as TerminalError("cancelled", 409); no
-# step of ours ends in a terminal 409 of its own (a failed run ends in 500).
-CANCELLED = 409
 
 # Explicit serdes spare the SDK from inspecting each step's signature on every call.
 _OUTCOME: Serde[ChargeOutcome] = PydanticJsonSerde(ChargeOutcome)  # type: ignore[no-untyped-call]
@@ -51,19 +48,19 @@ async def process(ctx: Context, body: bytes) -> str:
     charged = ChargeOutcome(status="pending")
     compensations: list[Callable[[], Awaitable[object]]] = []
     try:
-        await ctx.object_call(hold, key=req.ticket_id, arg=holder)
+        await _take_seat(ctx, req.ticket_id, holder)
         compensations.append(lambda: ctx.object_call(release, key=req.ticket_id, arg=holder))
 
         compensations.append(lambda: _refund(ctx, pay_key, charged))
         charged = await _charge(ctx, req, pay_key)
         if charged.status == "cancelled":
-            raise TerminalError("Checkout cancelled during payment", CANCELLED)
+            raise TerminalError("Checkout cancelled during payment", 409)
         if charged.status == "declined":
             raise TerminalError(f"Payment failed: Payment declined ({charged.detail})", 402)
         if charged.status != "succeeded":
             raise TerminalError(f"Payment failed: Gateway timeout ({charged.detail})", 502)
 
-        await ctx.object_call(confirm, key=req.ticket_id, arg=holder)
+        await _sell_seat(ctx, req.ticket_id, holder)
     except TerminalError:
         await _compensate(compensations)
         raise
@@ -79,6 +76,34 @@ async def process(ctx: Context, body: bytes) -> str:
     # Restate retries the invocation.
     deliver(settings.mail_outbox, mail)
     return CONFIRMED
+
+
+def _cancelled(exc: TerminalError) -> bool:
+    """The SDK's form of a cancel signal, raised at whatever the handler awaits."""
+    return exc.status_code == 409 and exc.message == "cancelled"
+
+
+async def _take_seat(ctx: Context, ticket_id: str, holder: bytes) -> None:
+    """Ticket.hold. A cancel can overtake the answer of a hold that went through, so a
+    cancelled hold is released (by its holdId, which frees this hold and nothing else)."""
+    try:
+        await ctx.object_call(hold, key=ticket_id, arg=holder)
+    except TerminalError as exc:
+        if _cancelled(exc):
+            await ctx.object_call(release, key=ticket_id, arg=holder)
+        raise
+
+
+async def _sell_seat(ctx: Context, ticket_id: str, holder: bytes) -> None:
+    """Ticket.confirm. The seat is paid for by now, so a cancel does not undo the booking:
+    a cancel can overtake a confirm that went through, and confirm is idempotent for its
+    hold, so it is sent again and only the seat's answer decides."""
+    try:
+        await ctx.object_call(confirm, key=ticket_id, arg=holder)
+    except TerminalError as exc:
+        if not _cancelled(exc):
+            raise
+        await ctx.object_call(confirm, key=ticket_id, arg=holder)
 
 
 async def _compensate(compensations: list[Callable[[], Awaitable[object]]]) -> None:
@@ -111,7 +136,7 @@ async def _charge(ctx: Context, req: CheckoutRequest, pay_key: str) -> ChargeOut
     except TerminalError as exc:
         # Cancelled or out of attempts, the charge may have reached the gateway: both
         # outcomes are refunded.
-        status = "cancelled" if exc.status_code == CANCELLED else "gateway_error"
+        status = "cancelled" if _cancelled(exc) else "gateway_error"
         return ChargeOutcome(status=status, detail=exc.message)
 
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import stat
-import subprocess
 import sys
 import threading
 from collections.abc import Callable, Iterator
@@ -19,8 +18,7 @@ import pytest
 
 from ops import environments
 from ops.environments import Environment
-from ops.processes import ProcessManager
-from ops.runtimes import BinaryRuntime, DockerRuntime
+from ops.runtimes import DockerRuntime
 from ops.steps import Context, Status
 
 FAKE_DOCKER = """#!{python}
@@ -39,7 +37,7 @@ elif args[0] == "inspect":
         print("Error: No such object: " + args[-1], file=sys.stderr)
         code = 1
     else:
-        label = found["labels"].get("nexus.spec", "<no value>")
+        label = found["labels"].get("nexus.spec", "")  # what `index` gives for no label
         print(("true" if found["running"] else "false") + " " + label)
 elif args[0] == "rm":
     containers.pop(args[-1], None)
@@ -168,6 +166,33 @@ def test_a_container_from_before_the_label_is_recreated(
     assert "would recreate" in runtime.server(Context(check=True)).message
 
 
+def test_a_stopped_container_is_recreated_and_its_old_settings_still_count(
+    docker_state: Path, docker_env: EnvWriter
+) -> None:
+    runtime = DockerRuntime(docker_env(partitions=2))
+    runtime.server(Context())
+    state = json.loads(docker_state.read_text())
+    state["containers"][runtime.container]["running"] = False
+    docker_state.write_text(json.dumps(state))
+    (runtime.env.state_dir / "data" / "db").mkdir(parents=True)
+
+    same = runtime.server(Context(check=True))
+    assert "would recreate" in same.message and "(stopped)" in same.message
+    moved = DockerRuntime(docker_env(partitions=1)).server(Context(check=True))
+    assert "(settings changed)" in moved.message and "invoke down --purge" in moved.message
+
+
+def test_down_removes_a_stopped_container_too(docker_state: Path, docker_env: EnvWriter) -> None:
+    runtime = DockerRuntime(docker_env())
+    runtime.server(Context())
+    state = json.loads(docker_state.read_text())
+    state["containers"][runtime.container]["running"] = False
+    docker_state.write_text(json.dumps(state))
+    assert runtime.stop(Context()).status is Status.CHANGED
+    assert runtime.stop(Context()).status is Status.OK
+    assert runtime.inspect() is None
+
+
 def test_signing_passes_the_private_key_into_the_container(
     docker_state: Path, docker_env: EnvWriter
 ) -> None:
@@ -177,25 +202,3 @@ def test_signing_passes_the_private_key_into_the_container(
     assert f"{env.state_dir / 'signing'}:/restate-signing:ro" in run
     variable = next(a for a in run if a.startswith("RESTATE_WORKER__INVOKER__"))
     assert variable.endswith("=/restate-signing/private.pem")
-
-
-def test_restate_server_reads_the_variables_the_container_is_given(
-    docker_env: EnvWriter,
-) -> None:
-    """The image runs the restate-server we pin: its own config dump must show our values."""
-    env = docker_env(partitions=3, signing=True)
-    binary = BinaryRuntime(env, ProcessManager(env.state_dir))
-    binary.install(Context())  # the npm install the project shares; raises if it cannot
-    spec = DockerRuntime(env).spec()
-    variables = dict(spec[i + 1].split("=", 1) for i, a in enumerate(spec) if a == "--env")
-    dump = subprocess.run(
-        [str(binary.binary), "--dump-config"],
-        env={**os.environ, **variables},
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=True,
-    ).stdout
-    assert "default-num-partitions = 3" in dump
-    assert 'base-dir = "/restate-data"' in dump
-    assert 'request-identity-private-key-pem-file = "/restate-signing/private.pem"' in dump
