@@ -115,7 +115,7 @@ def load(
     """Run a k6 load through the environment's ingress, then audit what it booked."""
     environment = _env(env)
     with _errors():
-        result = loadrun.run_load(
+        run = loadrun.drive(
             environment,
             vus=vus,
             duration=duration,
@@ -124,6 +124,7 @@ def load(
             ramp=ramp,
             report_html=Path(report) if report else None,
         )
+        result = loadrun.audit_run(environment, run)
     loadrun.print_result(result)
     if out:
         loadrun.write_json(result.to_dict(), Path(out))
@@ -158,6 +159,8 @@ def bench(
     print("\n".join(loadrun.bench_lines(result)))
     if out:
         loadrun.write_json(result, Path(out))
+    if not result["ok"]:
+        raise Exit("bench figures not valid: a phase had unexpected answers or a bad audit", 1)
 
 
 @task(

@@ -51,16 +51,6 @@ TREND = "checkout_duration"
 
 _EXE = "k6.exe" if sys.platform == "win32" else "k6"
 
-# Variables that must not leak in from the caller's environment: the runner decides them.
-_DASHBOARD_VARS = (
-    "K6_WEB_DASHBOARD",
-    "K6_WEB_DASHBOARD_EXPORT",
-    "K6_WEB_DASHBOARD_HOST",
-    "K6_WEB_DASHBOARD_OPEN",
-    "K6_WEB_DASHBOARD_PERIOD",
-    "K6_WEB_DASHBOARD_PORT",
-)
-
 
 class K6NotFound(RuntimeError):
     """The k6 executable could not be located."""
@@ -145,10 +135,10 @@ def build_env(
     base_env: Mapping[str, str],
     report_html: Path | None = None,
 ) -> dict[str, str]:
-    """Environment for the k6 child: ``base_env`` plus the NEXUS_* and dashboard variables."""
-    env = {k: v for k, v in base_env.items() if not k.startswith("NEXUS_")}
-    for name in _DASHBOARD_VARS:
-        env.pop(name, None)
+    """Environment for the k6 child: ``base_env`` without any NEXUS_* or K6_* variable
+    of the caller's (a stray K6_VUS, K6_NO_THRESHOLDS or K6_SUMMARY_TREND_STATS would
+    change the run or its summary), plus ours."""
+    env = {k: v for k, v in base_env.items() if not k.startswith(("NEXUS_", "K6_"))}
     env.update(
         {
             "NEXUS_BASE_URLS": ",".join(params.base_urls),

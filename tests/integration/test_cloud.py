@@ -27,7 +27,7 @@ from ops import environments, scenarios
 from ops.admin import AdminClient, IngressClient
 from ops.environments import PROJECT_ROOT, Environment
 from ops.errors import NexusError, SecretMissing, TokenRejected
-from ops.load import run_load
+from ops.load import audit_run, drive
 from ops.processes import free_port
 from ops.stack import Stack, deploy, status_lines
 from ops.steps import Status
@@ -365,7 +365,7 @@ def test_short_load_through_the_proxy_with_the_token_from_the_env_file(
     env = make_cloud_env(tmp_path, cloud, cloud.token)
     refused, before = cloud.ingress.refused, cloud.ingress.requests
     out = io.StringIO()
-    result = run_load(env, vus=4, duration="3s", ramp="0s", seats=15, out=out)
+    result = audit_run(env, drive(env, vus=4, duration="3s", ramp="0s", seats=15, out=out))
     text = out.getvalue()
     assert result.summary.outcomes["unexpected"] == 0, text[-2000:]
     assert result.summary.outcomes["confirmed"] > 0
@@ -380,6 +380,6 @@ def test_load_with_a_wrong_token_fails_clearly(cloud: Cloud, tmp_path: Path) -> 
     out = io.StringIO()
     # k6 sees only 401s (all "unexpected"); then the audit's first admin call is refused.
     with pytest.raises(NexusError, match="token rejected by admin"):
-        run_load(env, vus=2, duration="2s", ramp="0s", seats=5, out=out)
+        audit_run(env, drive(env, vus=2, duration="2s", ramp="0s", seats=5, out=out))
     assert "outcome_unexpected" in out.getvalue()
     assert "tok-wrong" not in out.getvalue()

@@ -12,7 +12,7 @@ import pytest
 from ops.admin import AdminClient, GatewayClient
 from ops.audit import audit, check, checkouts_in_flight
 from ops.errors import ApiError
-from ops.load import BENCH, bench, bench_lines, run_load
+from ops.load import BENCH, audit_run, bench, bench_lines, drive
 from ops.processes import poll_until
 from ops.stack import Stack
 from service.models import TicketState, TicketStatus
@@ -24,7 +24,9 @@ def test_short_load_sees_every_business_outcome_and_audits_clean(stack: Stack) -
     out = io.StringIO()
     # 80 seats: enough first attempts that the 10 % declines and errors surely show up,
     # few enough that they sell out and later buyers meet "sold out".
-    result = run_load(stack.env, vus=6, duration="5s", ramp="0s", seats=80, out=out)
+    result = audit_run(
+        stack.env, drive(stack.env, vus=6, duration="5s", ramp="0s", seats=80, out=out)
+    )
     outcomes = result.summary.outcomes
     assert outcomes["unexpected"] == 0, out.getvalue()[-3000:]
     for name in ("confirmed", "sold_out", "declined", "gateway_error"):
@@ -143,6 +145,7 @@ def test_short_bench_measures_three_phases_and_cleans_up(stack: Stack) -> None:
     assert outcomes["confirmed"] > 0 and outcomes["unexpected"] == 0
     assert sum(outcomes.values()) == outcomes["confirmed"]  # card_success on fresh seats
     assert result["audit"]["ok"] is True
+    assert result["ok"] is True and result["problems"] == []
     for phase in ("cpu_noop_s", "cpu_saga_s", "cpu_checkout_s"):
         assert result[phase]["restate-server"] > 0 and result[phase]["service"] > 0
     names = {s["name"] for s in stack.admin.services()}

@@ -128,3 +128,30 @@ def test_invoke_list_has_one_line_help_per_task() -> None:
     assert set(all_tasks()) <= set(listed), proc.stdout
     empty = [name for name, text in listed.items() if not text.strip()]
     assert empty == [], f"tasks without help in `invoke --list`: {empty}"
+
+
+def test_a_bench_with_a_bad_phase_prints_why_and_exits_non_zero(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    phase = {"restate-server": 1.0, "service": 1.0, "k6": 1.0, "wall": 2.0}
+    figures = {
+        "ok": False,
+        "problems": ["no-op: 12 unexpected answers"],
+        "noop_per_s": 900.0,
+        "noop_p99_ms": 9.0,
+        "saga_per_s": 150.0,
+        "saga_ratio": 0.167,
+        "checkout_of_saga": 0.8,
+        "checkouts_per_s": 120.0,
+        "checkout_p50_ms": 100.0,
+        "checkout_p99_ms": 200.0,
+        "ratio": 0.133,
+        "cpu_noop_s": phase,
+        "cpu_saga_s": phase,
+        "cpu_checkout_s": phase,
+    }
+    monkeypatch.setattr(tasks.loadrun, "bench", lambda *args, **kwargs: figures)
+    with pytest.raises(Exit) as exited:
+        tasks.bench(MockContext())
+    assert exited.value.code == 1
+    assert "NOT VALID        no-op: 12 unexpected answers" in capsys.readouterr().out
