@@ -1,11 +1,13 @@
 """Booking invariants, read from Restate's own state (admin `POST /query`) and the
 payment gateway's charge list.
 
-- no seat held by two buyers, and no SOLD seat without a holder;
+- no seat held by two buyers, and no SOLD seat without a holder (a Ticket object keeps
+  one state, so a seat sold twice shows in the charges below, not here);
 - every SOLD seat has exactly one live (unrefunded) charge, by its holder;
-- no seat RESERVED past its hold (beyond a grace for timer delivery), and no seat held
-  for a checkout (a hold without deadline) when no checkout is running;
-- no live charge left for a seat that is not SOLD to the payer.
+- no seat RESERVED past its hold (beyond a grace for timer delivery), and no checkout
+  hold (a hold without deadline) whose own checkout, named by its holdId, has ended;
+- no live charge left for a seat that is not SOLD to the payer, unless the seat's
+  checkout is still running (charged, not confirmed yet).
 Where the gateway cannot list charges, only the state invariants are checked."""
 
 from __future__ import annotations
@@ -63,9 +65,14 @@ def read_tickets(admin: AdminClient, prefix: str = "") -> dict[str, list[TicketS
     return seats
 
 
-def checkouts_in_flight(admin: AdminClient) -> int:
-    """Checkout invocations not completed yet (running, suspended, backing off...)."""
-    return invocations_open(admin, "Checkout")
+def checkouts_in_flight(admin: AdminClient) -> frozenset[str]:
+    """Ids of the Checkout invocations not completed yet (running, suspended, backing
+    off...). A checkout's hold names its invocation id as its holdId."""
+    rows = admin.query(
+        "SELECT id FROM sys_invocation"
+        " WHERE status != 'completed' AND target_service_name = 'Checkout'"
+    )
+    return frozenset(str(row["id"]) for row in rows)
 
 
 def invocations_open(admin: AdminClient, service: str | None = None) -> int:
@@ -92,7 +99,7 @@ def check(
     *,
     prefix: str = "",
     now_ms: int | None = None,
-    checkouts_running: int = 0,
+    checkouts_running: frozenset[str] = frozenset(),
 ) -> AuditReport:
     """The invariants over already-read state: pure, so it is unit-testable."""
     now = int(time.time() * 1000) if now_ms is None else now_ms
@@ -119,12 +126,13 @@ def check(
             report.violations.append(
                 f"{seat}: RESERVED by {state.reserved_by} {late:.0f}s past its hold"
             )
-        if state.checkout_hold and not checkouts_running:
+        if state.checkout_hold and state.hold_id not in checkouts_running:
             report.violations.append(
-                f"{seat}: held for a checkout by {state.reserved_by}, but no checkout is running"
+                f"{seat}: held for checkout {state.hold_id} of {state.reserved_by},"
+                " which is no longer running"
             )
     if checkouts_running:
-        report.notes.append(f"{checkouts_running} checkout(s) still running")
+        report.notes.append(f"{len(checkouts_running)} checkout(s) still running")
     if charges is None:
         report.notes.append("the gateway cannot list charges: checked the state invariants only")
         return report
@@ -153,6 +161,8 @@ def check(
             )
     for ticket, paid in sorted(live.items()):
         found = seats.get(ticket)
+        if found and found[-1].checkout_hold and found[-1].hold_id in checkouts_running:
+            continue  # charged, not confirmed yet: its checkout is still running
         holder = found[-1].reserved_by if found and found[-1].status is TicketStatus.SOLD else None
         for charge in paid:
             if charge.get("userId") != holder:
@@ -169,6 +179,20 @@ def audit(env: Environment, *, prefix: str = "") -> AuditReport:
     try:
         seats = read_tickets(admin, prefix)
         running = checkouts_in_flight(admin)
+        if any(s[-1].checkout_hold and s[-1].hold_id not in running for s in seats.values()):
+            # Its checkout may have ended between the two reads, and the hold with it.
+            # Read the seats again: a hold seen both times whose checkout was not running
+            # in between is an orphan; a hold new since the first read is taken as live.
+            again = read_tickets(admin, prefix)
+            seen = {states[-1].hold_id for states in seats.values()}
+            running |= {
+                states[-1].hold_id
+                for states in again.values()
+                if states[-1].checkout_hold
+                and states[-1].hold_id
+                and states[-1].hold_id not in seen
+            }
+            seats = again
     finally:
         admin.close()
     charges = read_charges(env.gateway.url) if env.gateway_mode == "mock" else None
