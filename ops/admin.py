@@ -145,6 +145,12 @@ class AdminClient(_Client):
         path = f"/invocations/{quote(invocation_id, safe='')}/cancel"
         _expect(self.request("PATCH", path), f"cancelling {invocation_id}")
 
+    def kill(self, invocation_id: str) -> None:
+        """Stop an invocation at once, without its compensations (what the audit exists
+        to catch: a killed checkout leaves its seat held)."""
+        path = f"/invocations/{quote(invocation_id, safe='')}/kill"
+        _expect(self.request("PATCH", path), f"killing {invocation_id}")
+
     def query(self, sql: str) -> list[dict[str, Any]]:
         """Run SQL against Restate's introspection tables."""
         resp = self.request(

@@ -112,6 +112,33 @@ def test_audit_counts_running_checkouts(stack: Stack) -> None:
     assert seat_state(stack, seat)["status"] == "SOLD"
 
 
+def test_audit_reports_the_seat_a_killed_checkout_left_held(stack: Stack) -> None:
+    """Killed (not cancelled), a checkout runs no compensation: its hold stays, and the
+    audit names it by the checkout's invocation id."""
+    seat = f"killed-{uuid.uuid4().hex[:8]}:s1"
+    gateway = GatewayClient(stack.env.gateway.url)
+    admin = AdminClient(stack.env.admin.url, stack.env.token)
+    body = {"ticketId": seat, "userId": "kim", "paymentMethodId": "card_success"}
+    try:
+        gateway.configure(latency_ms=1500)
+        with ThreadPoolExecutor(1) as pool:
+            answer = pool.submit(stack.ingress.call, "Checkout", "process", body)
+            assert poll_until(lambda: seat_state(stack, seat)["status"] == "RESERVED", 5.0)
+            (checkout_id,) = checkouts_in_flight(admin)
+            admin.kill(checkout_id)
+            assert answer.result(timeout=10).status_code >= 400
+    finally:
+        gateway.configure(latency_ms=0)
+        gateway.close()
+    assert poll_until(lambda: not checkouts_in_flight(admin), 5.0)
+    admin.close()
+    report = audit(stack.env, prefix=seat)
+    assert not report.ok
+    assert f"held for checkout {checkout_id} of kim, which is no longer running" in (
+        " ".join(report.violations)
+    )
+
+
 def seat_state(stack: Stack, seat: str) -> dict[str, object]:
     state: dict[str, object] = stack.ingress.call("Ticket", "get", key=seat).json()
     return state
