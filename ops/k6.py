@@ -196,12 +196,13 @@ class LoadSummary:
 
     requests: int
     duration_s: float
-    checkouts_per_s: float
+    checkouts_per_s: float  # every answer, refusals included
     p50_ms: float
     p95_ms: float
     p99_ms: float
     outcomes: dict[str, int] = field(default_factory=lambda: dict.fromkeys(OUTCOMES, 0))
     thresholds_ok: bool = True
+    confirmed_per_s: float = 0.0  # bookings only
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict with exactly the dataclass keys."""
@@ -209,6 +210,7 @@ class LoadSummary:
             "requests": self.requests,
             "duration_s": self.duration_s,
             "checkouts_per_s": self.checkouts_per_s,
+            "confirmed_per_s": self.confirmed_per_s,
             "p50_ms": self.p50_ms,
             "p95_ms": self.p95_ms,
             "p99_ms": self.p99_ms,
@@ -258,13 +260,15 @@ def parse_summary(data: Mapping[str, Any]) -> LoadSummary:
         p99_ms=round(_number(trend, "p(99)"), 3),
         outcomes=outcomes,
         thresholds_ok=thresholds_ok,
+        confirmed_per_s=round(outcomes["confirmed"] / duration_s, 2) if duration_s > 0 else 0.0,
     )
 
 
 def render_table(summary: LoadSummary) -> str:
     """Aligned two-column text table of a run's figures."""
     rows: list[tuple[str, str]] = [
-        ("checkouts/s", f"{summary.checkouts_per_s:.1f}"),
+        ("checkouts/s (all answers)", f"{summary.checkouts_per_s:.1f}"),
+        ("confirmed/s", f"{summary.confirmed_per_s:.1f}"),
         ("p50 ms", f"{summary.p50_ms:.1f}"),
         ("p95 ms", f"{summary.p95_ms:.1f}"),
         ("p99 ms", f"{summary.p99_ms:.1f}"),

@@ -137,6 +137,7 @@ def test_parse_real_summary() -> None:
     assert summary.requests == 12014
     assert summary.duration_s == pytest.approx(3.007)
     assert summary.checkouts_per_s == pytest.approx(12014 / 3.006991001, abs=0.01)
+    assert summary.confirmed_per_s == pytest.approx(20 / 3.006991001, abs=0.01)
     assert summary.p50_ms == pytest.approx(0.348)
     assert summary.p95_ms == pytest.approx(0.760)
     assert summary.p99_ms == pytest.approx(1.623)
@@ -145,6 +146,7 @@ def test_parse_real_summary() -> None:
         "requests",
         "duration_s",
         "checkouts_per_s",
+        "confirmed_per_s",
         "p50_ms",
         "p95_ms",
         "p99_ms",
@@ -172,7 +174,7 @@ def test_parse_missing_counters_are_zero() -> None:
 
 def test_parse_empty_run_and_garbage() -> None:
     empty = k6.parse_summary({"state": {"testRunDurationMs": 0}, "metrics": {}})
-    assert empty.checkouts_per_s == 0.0
+    assert empty.checkouts_per_s == 0.0 and empty.confirmed_per_s == 0.0
     assert empty.p99_ms == 0.0
     assert set(empty.outcomes) == set(k6.OUTCOMES)
     with pytest.raises(ValueError):
