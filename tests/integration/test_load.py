@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import io
 import uuid
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 
 import httpx
 import pytest
@@ -86,27 +88,34 @@ def test_audit_allows_the_charge_of_a_checkout_that_has_not_confirmed_yet() -> N
     assert "live charge ch_1 for u, but the seat is not sold" in " ".join(ended.violations)
 
 
-def test_audit_counts_running_checkouts(stack: Stack) -> None:
-    """A checkout waiting on a slow gateway holds its seat without a deadline and counts
-    as running; once answered, nothing runs and the seat is SOLD."""
-    seat = f"inflight-{uuid.uuid4().hex[:8]}:s1"
+@contextmanager
+def slow_checkout(stack: Stack, seat: str, user: str) -> Iterator[Future[httpx.Response]]:
+    """A checkout whose charge the gateway keeps waiting 1.5 s, yielded once it holds
+    the seat (the hold comes first); the gateway's latency is put back afterwards."""
     gateway = GatewayClient(stack.env.gateway.url)
-    admin = AdminClient(stack.env.admin.url, stack.env.token)
-    body = {"ticketId": seat, "userId": "olga", "paymentMethodId": "card_success"}
+    body = {"ticketId": seat, "userId": user, "paymentMethodId": "card_success"}
     try:
         gateway.configure(latency_ms=1500)
         with ThreadPoolExecutor(1) as pool:
             answer = pool.submit(stack.ingress.call, "Checkout", "process", body)
-            # The hold comes first, then the charge that the gateway keeps waiting 1.5 s.
             assert poll_until(lambda: seat_state(stack, seat)["status"] == "RESERVED", 5.0)
-            held = seat_state(stack, seat)
-            assert held == {"status": "RESERVED", "reservedBy": "olga", "reservedUntil": None}
-            assert len(checkouts_in_flight(admin)) >= 1
-            assert audit(stack.env, prefix=seat).ok  # held, but its checkout is running
-            assert answer.result(timeout=10).status_code == 200
+            yield answer
     finally:
         gateway.configure(latency_ms=0)
         gateway.close()
+
+
+def test_audit_counts_running_checkouts(stack: Stack) -> None:
+    """A checkout waiting on a slow gateway holds its seat without a deadline and counts
+    as running; once answered, nothing runs and the seat is SOLD."""
+    seat = f"inflight-{uuid.uuid4().hex[:8]}:s1"
+    admin = AdminClient(stack.env.admin.url, stack.env.token)
+    with slow_checkout(stack, seat, "olga") as answer:
+        held = seat_state(stack, seat)
+        assert held == {"status": "RESERVED", "reservedBy": "olga", "reservedUntil": None}
+        assert len(checkouts_in_flight(admin)) >= 1
+        assert audit(stack.env, prefix=seat).ok  # held, but its checkout is running
+        assert answer.result(timeout=10).status_code == 200
     assert poll_until(lambda: not checkouts_in_flight(admin), 5.0)
     admin.close()
     assert seat_state(stack, seat)["status"] == "SOLD"
@@ -116,20 +125,11 @@ def test_audit_reports_the_seat_a_killed_checkout_left_held(stack: Stack) -> Non
     """Killed (not cancelled), a checkout runs no compensation: its hold stays, and the
     audit names it by the checkout's invocation id."""
     seat = f"killed-{uuid.uuid4().hex[:8]}:s1"
-    gateway = GatewayClient(stack.env.gateway.url)
     admin = AdminClient(stack.env.admin.url, stack.env.token)
-    body = {"ticketId": seat, "userId": "kim", "paymentMethodId": "card_success"}
-    try:
-        gateway.configure(latency_ms=1500)
-        with ThreadPoolExecutor(1) as pool:
-            answer = pool.submit(stack.ingress.call, "Checkout", "process", body)
-            assert poll_until(lambda: seat_state(stack, seat)["status"] == "RESERVED", 5.0)
-            (checkout_id,) = checkouts_in_flight(admin)
-            admin.kill(checkout_id)
-            assert answer.result(timeout=10).status_code >= 400
-    finally:
-        gateway.configure(latency_ms=0)
-        gateway.close()
+    with slow_checkout(stack, seat, "kim") as answer:
+        (checkout_id,) = checkouts_in_flight(admin)
+        admin.kill(checkout_id)
+        assert answer.result(timeout=10).status_code >= 400
     assert poll_until(lambda: not checkouts_in_flight(admin), 5.0)
     admin.close()
     report = audit(stack.env, prefix=seat)
