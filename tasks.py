@@ -35,6 +35,13 @@ def _errors() -> Iterator[None]:
         raise Exit(f"error: {exc}", code=2) from None
 
 
+def _milliseconds(option: str, text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise Exit(f"error: {option} takes milliseconds, not {text!r}", code=2) from None
+
+
 def _env(name: str) -> environments.Environment:
     with _errors():
         return environments.load(name)
@@ -99,6 +106,8 @@ def test_all(c: Context, env: str = "local", junit: str = "") -> None:
         "ramp": "ramp-up and ramp-down time (default 2s)",
         "out": "write the JSON summary (with the audit) to this file",
         "report": "write k6's HTML dashboard report to this file",
+        "mix": "payment methods: default (80% success, 10% decline, 10% error) or success",
+        "gateway_latency": "mock gateway: answer each charge after this many ms during the run",
     }
 )
 def load(
@@ -111,10 +120,13 @@ def load(
     ramp: str = "2s",
     out: str = "",
     report: str = "",
+    mix: str = "default",
+    gateway_latency: str = "",
 ) -> None:
     """Run a k6 load through the environment's ingress, then audit what it booked."""
     environment = _env(env)
-    with _errors():
+    latency = _milliseconds("--gateway-latency", gateway_latency) if gateway_latency else None
+    with _errors(), loadrun.gateway_latency(environment, latency):
         run = loadrun.drive(
             environment,
             vus=vus,
@@ -122,6 +134,7 @@ def load(
             script=script,
             seats=seats,
             ramp=ramp,
+            mix=mix,
             report_html=Path(report) if report else None,
         )
         result = loadrun.audit_run(environment, run)

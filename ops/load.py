@@ -4,12 +4,13 @@ the audit of what it booked."""
 from __future__ import annotations
 
 import json
+import math
 import os
 import resource
 import sys
 import time
-from collections.abc import Callable
-from contextlib import ExitStack
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
@@ -108,6 +109,31 @@ def drive(
     return K6Run(script, summary, run_id, prefix=f"{event}-{run_id}:")
 
 
+@contextmanager
+def gateway_latency(env: Environment, latency_ms: float | None) -> Iterator[None]:
+    """The mock gateway answering each charge after `latency_ms` while the block runs, and
+    its own latency back afterwards, even on failure. None leaves the gateway alone."""
+    if latency_ms is None:
+        yield
+        return
+    if not (math.isfinite(latency_ms) and latency_ms >= 0):
+        raise NexusError(f"gateway latency must be a number of milliseconds >= 0, not {latency_ms}")
+    if env.gateway_mode != "mock":
+        raise NexusError(
+            f"a gateway latency needs the mock gateway; {env.name}'s gateway is {env.gateway_mode}"
+        )
+    gateway = GatewayClient(env.gateway.url, timeout=5.0)
+    try:
+        before = float(gateway.config()["latency_ms"])
+        gateway.configure(latency_ms=latency_ms)
+        try:
+            yield
+        finally:
+            gateway.configure(latency_ms=before)
+    finally:
+        gateway.close()
+
+
 def audit_run(env: Environment, run: K6Run) -> LoadResult:
     """The run with the audit of the seats it booked, and k6's count of confirmed
     bookings held against the seats sold."""
@@ -199,11 +225,7 @@ def bench(
         sources=Path(__file__).parent / "bench_service.py",
     )
     with ExitStack() as undo:  # every step taken is undone, in reverse, even on failure
-        gateway = GatewayClient(env.gateway.url, timeout=5.0)
-        undo.callback(gateway.close)
-        latency_before = gateway.config()["latency_ms"]
-        gateway.configure(latency_ms=0)
-        undo.callback(gateway.configure, latency_ms=latency_before)
+        undo.enter_context(gateway_latency(env, 0.0))
         undo.callback(stack.procs.stop, BENCH)
         bench_pid = stack.procs.start(spec)
         deployment = stack.admin.register(endpoint.url, force=False, dry_run=False)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import time
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -14,7 +15,7 @@ import pytest
 from ops.admin import AdminClient, GatewayClient
 from ops.audit import audit, check, checkouts_in_flight
 from ops.errors import ApiError
-from ops.load import BENCH, audit_run, bench, bench_lines, drive
+from ops.load import BENCH, audit_run, bench, bench_lines, drive, gateway_latency
 from ops.processes import poll_until
 from ops.stack import Stack
 from service.models import TicketState, TicketStatus
@@ -142,6 +143,25 @@ def test_audit_reports_the_seat_a_killed_checkout_left_held(stack: Stack) -> Non
 def seat_state(stack: Stack, seat: str) -> dict[str, object]:
     state: dict[str, object] = stack.ingress.call("Ticket", "get", key=seat).json()
     return state
+
+
+def test_a_gateway_latency_holds_for_the_block_and_is_undone_even_on_failure(
+    stack: Stack,
+) -> None:
+    gateway = GatewayClient(stack.env.gateway.url, timeout=5.0)
+    seat = f"latency-{uuid.uuid4().hex[:8]}:a"
+    try:
+        gateway.configure(latency_ms=3)
+        with pytest.raises(RuntimeError, match="inside"), gateway_latency(stack.env, 400):
+            assert gateway.config()["latency_ms"] == 400
+            started = time.monotonic()
+            answer = stack.ingress.call("Checkout", "process", {"ticketId": seat, "userId": "u"})
+            assert answer.status_code == 200 and time.monotonic() - started >= 0.4
+            raise RuntimeError("inside the block")
+        assert gateway.config()["latency_ms"] == 3
+    finally:
+        gateway.configure(latency_ms=0)
+        gateway.close()
 
 
 def test_a_bench_that_fails_to_register_undoes_what_it_started(

@@ -155,3 +155,39 @@ def test_a_bench_with_a_bad_phase_prints_why_and_exits_non_zero(
         tasks.bench(MockContext())
     assert exited.value.code == 1
     assert "NOT VALID        no-op: 12 unexpected answers" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("value", "says"),
+    [
+        ("fast", "--gateway-latency takes milliseconds, not 'fast'"),
+        ("-5", "milliseconds >= 0, not -5.0"),
+        ("nan", "milliseconds >= 0, not nan"),
+    ],
+)
+def test_load_refuses_a_bad_gateway_latency_before_running_anything(
+    monkeypatch: pytest.MonkeyPatch, value: str, says: str
+) -> None:
+    def no_run(*args: object, **kwargs: object) -> None:
+        raise AssertionError("k6 must not start")
+
+    monkeypatch.setattr(tasks.loadrun, "drive", no_run)
+    with pytest.raises(Exit) as exited:
+        tasks.load(MockContext(), gateway_latency=value)
+    assert exited.value.code == 2
+    assert says in str(exited.value.message)
+
+
+def test_load_refuses_a_gateway_latency_for_a_gateway_it_does_not_run(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    hosted = tmp_path / "hosted.toml"
+    hosted.write_text(
+        '[restate]\nruntime = "external"\ningress_url = "http://127.0.0.1:1"\n'
+        'admin_url = "http://127.0.0.1:2"\ntoken_env = ""\n'
+        '[service]\nmode = "url"\nurl = "http://127.0.0.1:3"\n'
+    )
+    monkeypatch.setattr(tasks.loadrun, "drive", lambda *a, **k: pytest.fail("k6 started"))
+    with pytest.raises(Exit) as exited:
+        tasks.load(MockContext(), env=str(hosted), gateway_latency="500")
+    assert "needs the mock gateway; hosted's gateway is external" in str(exited.value.message)
