@@ -142,7 +142,8 @@ def load(
     if out:
         loadrun.write_json(result.to_dict(), Path(out))
     if not result.ok:
-        raise Exit("load failed: unexpected answers, a crossed threshold or a failed audit", code=1)
+        code = 130 if result.summary.interrupted else 1  # 130: the shell's code for Ctrl-C
+        raise Exit(f"load failed: {'; '.join(result.problems())}", code=code)
 
 
 @task(help={"env": ENV_HELP, "prefix": "only seats whose id starts with this"})

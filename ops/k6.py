@@ -10,10 +10,11 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import sysconfig
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib import metadata
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 __all__ = [
+    "INTERRUPTED_EXIT",
     "MIXES",
     "OUTCOMES",
     "SEAT_MODES",
@@ -43,6 +45,15 @@ OUTCOMES = ("confirmed", "sold_out", "declined", "gateway_error", "unexpected")
 
 #: k6's exit code when a threshold was crossed; the summary is still written.
 THRESHOLDS_FAILED_EXIT = 99
+#: k6's exit code when a signal (Ctrl-C) stopped the run; the summary is still written.
+INTERRUPTED_EXIT = 105
+#: What k6's other exit codes mean, for messages.
+EXIT_MEANINGS = {
+    THRESHOLDS_FAILED_EXIT: "a threshold was crossed",
+    INTERRUPTED_EXIT: "interrupted",
+    107: "script error",
+    108: "script aborted",
+}
 
 MIXES = ("default", "success")
 SEAT_MODES = ("random", "unique")
@@ -57,12 +68,11 @@ class K6NotFound(RuntimeError):
 
 
 class K6Failed(RuntimeError):
-    """k6 ended abnormally (not 0, not a threshold failure) or left no summary."""
+    """k6 ended without a readable summary."""
 
-    def __init__(self, message: str, exit_code: int, summary: LoadSummary | None = None) -> None:
+    def __init__(self, message: str, exit_code: int) -> None:
         super().__init__(message)
         self.exit_code = exit_code
-        self.summary = summary
 
 
 def _executable(path: Path) -> bool:
@@ -203,9 +213,22 @@ class LoadSummary:
     outcomes: dict[str, int] = field(default_factory=lambda: dict.fromkeys(OUTCOMES, 0))
     thresholds_ok: bool = True
     confirmed_per_s: float = 0.0  # bookings only
+    exit_code: int = 0  # k6's; not 0 means the run was cut short or a threshold crossed
+
+    @property
+    def interrupted(self) -> bool:
+        """A signal (Ctrl-C) stopped k6 before the run's end."""
+        return self.exit_code == INTERRUPTED_EXIT
+
+    @property
+    def exit_text(self) -> str:
+        """k6's exit as words: `ok`, or the code and what it means."""
+        if self.exit_code == 0:
+            return "ok"
+        return f"exit {self.exit_code} ({EXIT_MEANINGS.get(self.exit_code, 'failed')})"
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready dict with exactly the dataclass keys."""
+        """JSON-ready dict of the dataclass fields (`exit_code` as `k6_exit_code`)."""
         return {
             "requests": self.requests,
             "duration_s": self.duration_s,
@@ -216,6 +239,7 @@ class LoadSummary:
             "p99_ms": self.p99_ms,
             "outcomes": dict(self.outcomes),
             "thresholds_ok": self.thresholds_ok,
+            "k6_exit_code": self.exit_code,
         }
 
 
@@ -278,6 +302,7 @@ def render_table(summary: LoadSummary) -> str:
         ("requests", str(summary.requests)),
         ("duration s", f"{summary.duration_s:.1f}"),
         ("thresholds", "ok" if summary.thresholds_ok else "FAILED"),
+        ("k6", summary.exit_text),
     ]
     left = max(len(name) for name, _ in rows)
     right = max(len(value) for _, value in rows)
@@ -308,8 +333,11 @@ def run_k6(
 ) -> LoadSummary:
     """Run one k6 script, streaming its output to ``out`` (stdout), and return its summary.
 
-    A crossed threshold (exit 99) still returns the summary, with ``thresholds_ok=False``.
-    Any other non-zero exit, or no summary file, raises :class:`K6Failed`.
+    k6 runs in its own session, so a Ctrl-C reaches only us: we pass one SIGINT on, k6
+    stops its VUs and still writes its summary, and the run returns with
+    ``interrupted`` set (a second Ctrl-C kills k6 and raises). Whenever k6 leaves a
+    summary, it is returned with k6's exit code (99: a threshold crossed, so
+    ``thresholds_ok=False``). No summary raises :class:`K6Failed`.
     """
     sink = out if out is not None else sys.stdout
     summary_file = summary_file.resolve()
@@ -323,6 +351,12 @@ def run_k6(
     )
     argv = build_command(script.resolve())
     mask = token is not None and len(token) >= 4
+
+    def relay(lines: Iterable[str]) -> None:
+        for line in lines:
+            sink.write(line.replace(token, "***") if mask and token else line)
+            sink.flush()
+
     # k6 prints progress and logs on stderr, the banner and text summary on stdout: merge both
     # into one stream and pass it through line by line, masking the token should it ever appear.
     with subprocess.Popen(
@@ -336,11 +370,21 @@ def run_k6(
         encoding="utf-8",
         errors="replace",
         bufsize=1,
+        start_new_session=True,
     ) as proc:
         assert proc.stdout is not None
-        for line in proc.stdout:
-            sink.write(line.replace(token, "***") if mask and token else line)
-            sink.flush()
+        try:
+            relay(proc.stdout)
+        except KeyboardInterrupt:
+            proc.send_signal(signal.SIGINT)
+            try:
+                sink.write(
+                    "\ninterrupted: k6 stops and writes its summary (Ctrl-C again to kill it)\n"
+                )
+                relay(proc.stdout)
+            except KeyboardInterrupt:
+                proc.kill()
+                raise
         code = proc.wait()
     try:
         summary = _read_summary(summary_file)
@@ -348,8 +392,7 @@ def run_k6(
         raise K6Failed(f"k6 exited with code {code}; unreadable summary: {exc}", code) from exc
     if summary is None:
         raise K6Failed(f"k6 exited with code {code} and wrote no summary", code)
+    summary.exit_code = code
     if code == THRESHOLDS_FAILED_EXIT:
         summary.thresholds_ok = False
-    elif code != 0:
-        raise K6Failed(f"k6 exited with code {code}", code, summary)
     return summary

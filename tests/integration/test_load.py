@@ -19,6 +19,7 @@ from ops.load import BENCH, audit_run, bench, bench_lines, drive, gateway_latenc
 from ops.processes import poll_until
 from ops.stack import Stack
 from service.models import TicketState, TicketStatus
+from tests.streams import CtrlCOnProgress
 
 pytestmark = pytest.mark.integration
 
@@ -42,6 +43,19 @@ def test_short_load_sees_every_business_outcome_and_audits_clean(stack: Stack) -
     for key in ("checkouts_per_s", "p50_ms", "p95_ms", "p99_ms", "outcomes", "audit"):
         assert key in data
     assert data["audit"]["ok"] is True
+
+
+def test_a_load_stopped_by_ctrl_c_is_still_audited_and_fails(stack: Stack) -> None:
+    out = CtrlCOnProgress(nth=3)
+    run = drive(stack.env, vus=4, duration="60s", ramp="0s", seats=40, out=out)
+    assert out.pressed and run.summary.interrupted
+    assert run.summary.duration_s < 30 and run.summary.requests > 0
+    result = audit_run(stack.env, run)
+    # The checkouts k6 stopped waiting for run on in Restate; none may break an invariant.
+    assert result.audit.ok, result.audit.violations
+    assert result.audit.checked["sold"] >= run.summary.outcomes["confirmed"]
+    assert not result.ok and result.problems() == ["k6 exit 105 (interrupted)"]
+    assert result.to_dict()["k6_exit_code"] == 105
 
 
 def test_audit_reports_planted_inconsistencies(stack: Stack) -> None:

@@ -15,6 +15,7 @@ from typing import Any, cast
 import pytest
 
 from ops import k6
+from tests.streams import CtrlCOnProgress
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPTS = ROOT / "loadtest" / "k6"
@@ -152,6 +153,7 @@ def test_parse_real_summary() -> None:
         "p99_ms",
         "outcomes",
         "thresholds_ok",
+        "k6_exit_code",
     ]
     json.dumps(summary.to_dict())
 
@@ -232,7 +234,7 @@ def test_new_run_id_is_a_plain_token() -> None:
 
 def test_render_table() -> None:
     table = k6.render_table(k6.parse_summary(REAL_SUMMARY))
-    for figure in ("3995.4", "0.3", "0.8", "1.6", "9396", "1188", "1170", "240", "FAILED"):
+    for figure in ("3995.4", "0.3", "0.8", "1.6", "9396", "1188", "1170", "240", "FAILED", "ok"):
         assert figure in table
     for outcome in k6.OUTCOMES:
         assert outcome in table
@@ -346,3 +348,40 @@ def test_checkout_script_against_stub(
     assert "unexpected checkout answer: status=502" in text
     assert TOKEN not in text
     assert TOKEN not in (tmp_path / "summary.json").read_text(encoding="utf-8")
+
+
+def test_ctrl_c_stops_k6_and_still_returns_its_summary(
+    tmp_path: Path, stub_urls: tuple[_Stub, list[ThreadingHTTPServer]]
+) -> None:
+    stub, servers = stub_urls
+    params = k6.LoadParams(
+        base_urls=(f"http://127.0.0.1:{servers[0].server_port}",), vus=2, duration="60s", ramp="0s"
+    )
+    out = CtrlCOnProgress(nth=3)
+    summary = k6.run_k6(SCRIPTS / "checkout.js", params, TOKEN, tmp_path / "s.json", out=out)
+    assert out.pressed
+    assert summary.interrupted and summary.exit_code == k6.INTERRUPTED_EXIT
+    assert summary.duration_s < 30  # stopped long before its 60 s
+    assert 0 < summary.requests <= stub.calls
+    assert k6.render_table(summary).splitlines()[-1].split() == [
+        "k6",
+        "exit",
+        "105",
+        "(interrupted)",
+    ]
+    assert "interrupted: k6 stops and writes its summary" in out.getvalue()
+
+
+def test_a_run_that_aborts_itself_keeps_its_summary_and_exit_code(tmp_path: Path) -> None:
+    script = tmp_path / "aborts.js"
+    script.write_text(
+        "import exec from 'k6/execution';\n"
+        f"export {{ handleSummary }} from '{SCRIPTS / 'lib' / 'outcomes.js'}';\n"
+        "export default function () { exec.test.abort('stop here'); }\n",
+        encoding="utf-8",
+    )
+    params = k6.LoadParams(base_urls=("http://127.0.0.1:1",), vus=1, duration="30s")
+    summary = k6.run_k6(script, params, None, tmp_path / "s.json", out=io.StringIO())
+    assert summary.exit_code == 108 and not summary.interrupted
+    assert summary.exit_text == "exit 108 (script aborted)"
+    assert summary.to_dict()["k6_exit_code"] == 108
