@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import contextmanager
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
@@ -16,6 +14,7 @@ from ops.admin import GatewayClient, IngressClient
 from ops.processes import poll_until
 from ops.stack import Stack
 from service.seat_map import shard_key
+from tests.integration.inflight import checkout_in_flight
 
 pytestmark = pytest.mark.integration
 
@@ -42,27 +41,6 @@ def charges(stack: Stack, ticket_id: str) -> list[dict[str, Any]]:
     resp = httpx.get(f"{stack.env.gateway.url}/charges", params={"ticketId": ticket_id})
     rows: list[dict[str, Any]] = resp.json()["charges"]
     return rows
-
-
-@contextmanager
-def checkout_in_flight(
-    stack: Stack, ticket_id: str, user: str, method: str
-) -> Iterator[Future[httpx.Response]]:
-    """A checkout whose charge takes a second, yielded once it holds the seat."""
-    gateway = GatewayClient(stack.env.gateway.url)
-    client = IngressClient(stack.env.ingress.url)
-    body = {"ticketId": ticket_id, "userId": user, "paymentMethodId": method}
-    gateway.configure(latency_ms=1000)
-    try:
-        with ThreadPoolExecutor(max_workers=1) as pool:
-            answer = pool.submit(client.call, "Checkout", "process", body)
-            poll_until(lambda: ticket(stack, ticket_id)["status"] == "RESERVED", 10.0)
-            yield answer
-            answer.result()  # the whole charge ran at the slow latency
-    finally:
-        gateway.configure(latency_ms=0)
-        gateway.close()
-        client.close()
 
 
 def seat_map(stack: Stack, event: str) -> Any:

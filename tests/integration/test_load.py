@@ -5,9 +5,6 @@ from __future__ import annotations
 import io
 import time
 import uuid
-from collections.abc import Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import contextmanager
 
 import httpx
 import pytest
@@ -19,6 +16,7 @@ from ops.load import BENCH, audit_run, bench, bench_lines, drive, gateway_latenc
 from ops.processes import poll_until
 from ops.stack import Stack
 from service.models import TicketState, TicketStatus
+from tests.integration.inflight import checkout_in_flight
 from tests.streams import CtrlCOnProgress
 
 pytestmark = pytest.mark.integration
@@ -103,29 +101,12 @@ def test_audit_allows_the_charge_of_a_checkout_that_has_not_confirmed_yet() -> N
     assert "live charge ch_1 for u, but the seat is not sold" in " ".join(ended.violations)
 
 
-@contextmanager
-def slow_checkout(stack: Stack, seat: str, user: str) -> Iterator[Future[httpx.Response]]:
-    """A checkout whose charge the gateway keeps waiting 1.5 s, yielded once it holds
-    the seat (the hold comes first); the gateway's latency is put back afterwards."""
-    gateway = GatewayClient(stack.env.gateway.url)
-    body = {"ticketId": seat, "userId": user, "paymentMethodId": "card_success"}
-    try:
-        gateway.configure(latency_ms=1500)
-        with ThreadPoolExecutor(1) as pool:
-            answer = pool.submit(stack.ingress.call, "Checkout", "process", body)
-            assert poll_until(lambda: seat_state(stack, seat)["status"] == "RESERVED", 5.0)
-            yield answer
-    finally:
-        gateway.configure(latency_ms=0)
-        gateway.close()
-
-
 def test_audit_counts_running_checkouts(stack: Stack) -> None:
     """A checkout waiting on a slow gateway holds its seat without a deadline and counts
     as running; once answered, nothing runs and the seat is SOLD."""
     seat = f"inflight-{uuid.uuid4().hex[:8]}:s1"
     admin = AdminClient(stack.env.admin.url, stack.env.token)
-    with slow_checkout(stack, seat, "olga") as answer:
+    with checkout_in_flight(stack, seat, "olga", charge_ms=1500) as answer:
         held = seat_state(stack, seat)
         assert held == {"status": "RESERVED", "reservedBy": "olga", "reservedUntil": None}
         assert len(checkouts_in_flight(admin)) >= 1
@@ -141,7 +122,7 @@ def test_audit_reports_the_seat_a_killed_checkout_left_held(stack: Stack) -> Non
     audit names it by the checkout's invocation id."""
     seat = f"killed-{uuid.uuid4().hex[:8]}:s1"
     admin = AdminClient(stack.env.admin.url, stack.env.token)
-    with slow_checkout(stack, seat, "kim") as answer:
+    with checkout_in_flight(stack, seat, "kim", charge_ms=1500) as answer:
         (checkout_id,) = checkouts_in_flight(admin)
         admin.kill(checkout_id)
         assert answer.result(timeout=10).status_code >= 400
