@@ -15,6 +15,7 @@ import restate
 from restate import Context, ObjectContext, RunOptions
 from restate.serde import BytesSerde, JsonSerde
 
+from service.runtime import tune_gc
 from service.seat_map import SHARDS
 
 bench = restate.Service("Bench")
@@ -75,3 +76,4 @@ async def note(ctx: ObjectContext, body: bytes) -> bytes:
 
 
 app = restate.app([bench, seat, shard])
+tune_gc()  # the same process tuning as the booking service, for a fair ceiling

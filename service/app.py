@@ -8,6 +8,7 @@ import restate
 
 from service.checkout import checkout
 from service.config import settings
+from service.runtime import tune_gc
 from service.seat_map import seat_map, seat_map_shard
 from service.ticket import ticket
 
@@ -25,3 +26,4 @@ app = restate.app(
     SERVICES,
     identity_keys=list(settings.identity_keys) or None,
 )
+tune_gc()  # last: after every import, so the frozen heap holds them all
