@@ -17,6 +17,6 @@ def tune_gc() -> None:
     20 s of checkouts at 32 VUs. Frozen, they are never scanned again (those pauses fell
     to 1-2 ms). A request's objects almost all die by reference counting, so a young
     threshold of 7,000 instead of 700 leaves the collector nearly idle (one pass instead
-    of about 850 in the same run) while still bounding uncollected cycles."""
+    of about 830 in the same run) while still bounding uncollected cycles."""
     gc.freeze()
     gc.set_threshold(YOUNG_GC_THRESHOLD, *gc.get_threshold()[1:])
