@@ -9,14 +9,13 @@ like ours can reach here; the gap between it and the real checkout is our own co
 from __future__ import annotations
 
 import json
-import zlib
 
 import restate
 from restate import Context, ObjectContext, RunOptions
 from restate.serde import BytesSerde, JsonSerde
 
 from service.runtime import tune_gc
-from service.seat_map import SHARDS
+from service.seat_map import shard_key
 
 bench = restate.Service("Bench")
 seat = restate.VirtualObject("BenchSeat", ingress_private=True)
@@ -62,8 +61,7 @@ async def take(ctx: ObjectContext, body: bytes) -> bytes:
 async def sell(ctx: ObjectContext, body: bytes) -> bytes:
     """Like `Ticket/confirm`: read, write, and send one notice to the seat's shard."""
     ctx.set("status", (await ctx.get("status", type_hint=int) or 0) + 1)
-    index = zlib.crc32(ctx.key().encode()) % SHARDS
-    ctx.object_send(note, key=str(index), arg=ctx.key().encode())
+    ctx.object_send(note, key=shard_key(ctx.key()), arg=ctx.key().encode())
     return b""
 
 

@@ -49,13 +49,18 @@ class LoadResult:
 
     def problems(self) -> list[str]:
         """Why the run failed, one line per reason; empty when it passed."""
+        found = self.run_problems()
+        if not self.audit.ok:
+            found.append(f"audit: {len(self.audit.violations)} violation(s)")
+        return found
+
+    def run_problems(self) -> list[str]:
+        """What went wrong in k6's run itself, leaving the audit aside."""
         found = []
         if self.summary.outcomes["unexpected"]:
             found.append(f"{self.summary.outcomes['unexpected']} unexpected answers")
         if self.summary.exit_code or not self.summary.thresholds_ok:
             found.append(f"k6 {self.summary.exit_text}")
-        if not self.audit.ok:
-            found.append(f"audit: {len(self.audit.violations)} violation(s)")
         return found
 
     def to_dict(self) -> dict[str, Any]:
@@ -284,8 +289,7 @@ def bench(
     problems = [
         f"{name}: {problem}"
         for name, result in (("no-op", noop), ("skeleton", saga), ("checkouts", full))
-        for problem in result.problems()
-        if not problem.startswith("audit:")
+        for problem in result.run_problems()
     ]
     problems += [f"checkouts audit: {v}" for v in full.audit.violations]
     return {
