@@ -17,6 +17,7 @@ from ops import load as loadrun
 from ops.build import Build
 from ops.environments import PROJECT_ROOT
 from ops.errors import NexusError
+from ops.release import ReleaseOptions
 from ops.stack import deploy as deploy_play
 from ops.stack import down as down_play
 from ops.stack import status_lines
@@ -42,6 +43,16 @@ def _milliseconds(option: str, text: str) -> float:
         raise Exit(f"error: {option} takes milliseconds, not {text!r}", code=2) from None
 
 
+def _seconds(option: str, text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value <= 24 * 3600:
+        raise Exit(f"error: {option} takes seconds from 0 to 86400, not {text!r}", code=2)
+    return value
+
+
 def _env(name: str) -> environments.Environment:
     with _errors():
         return environments.load(name)
@@ -52,12 +63,32 @@ def _env(name: str) -> environments.Environment:
         "env": ENV_HELP,
         "check": "show what would change, change nothing",
         "diff": "show before/after of each change",
+        "drain_timeout": "wait up to this many seconds for older versions to drain and retire"
+        " them (default 0: retire what has drained already, the rest on a later deploy)",
+        "allow_breaking": "register a version that removes services or handlers or changes"
+        " their type (in-flight invocations still drain on the old version)",
+        "service_url": "service mode url: this version's endpoint (default: [service] url,"
+        " with {version} filled in)",
     }
 )
-def deploy(c: Context, env: str = "local", check: bool = False, diff: bool = False) -> None:
-    """Converge the environment: server, gateway, service, registration, smoke call."""
+def deploy(
+    c: Context,
+    env: str = "local",
+    check: bool = False,
+    diff: bool = False,
+    drain_timeout: str = "0",
+    allow_breaking: bool = False,
+    service_url: str = "",
+) -> None:
+    """Converge the environment: server, gateway, a new service version beside the old
+    one when the code changed, registration, smoke call, retire what has drained."""
+    options = ReleaseOptions(
+        drain_timeout=_seconds("--drain-timeout", drain_timeout),
+        allow_breaking=allow_breaking,
+        service_url=service_url,
+    )
     with _errors():
-        play = deploy_play(_env(env), check=check, diff=diff)
+        play = deploy_play(_env(env), check=check, diff=diff, options=options)
     if play.failed:
         raise Exit(code=1)
 

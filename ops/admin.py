@@ -119,10 +119,27 @@ class AdminClient(_Client):
         return None
 
     def register(
-        self, uri: str, *, force: bool, dry_run: bool, use_http_11: bool = False
+        self,
+        uri: str,
+        *,
+        force: bool,
+        dry_run: bool,
+        use_http_11: bool = False,
+        breaking: bool = False,
+        metadata: Mapping[str, str] | None = None,
     ) -> dict[str, Any]:
-        """`POST /deployments`; `force` and `dry_run` are always sent explicitly."""
-        body = {"uri": uri, "force": force, "dry_run": dry_run, "use_http_11": use_http_11}
+        """`POST /deployments`; `force`, `breaking` and `dry_run` are always sent explicitly.
+        `breaking` lets Restate accept revisions incompatible with the registered ones (a
+        changed service type); `metadata` is stored with the deployment."""
+        body: dict[str, Any] = {
+            "uri": uri,
+            "force": force,
+            "breaking": breaking or force,
+            "dry_run": dry_run,
+            "use_http_11": use_http_11,
+        }
+        if metadata:
+            body["metadata"] = dict(metadata)
         resp = self.request("POST", "/deployments", body=body, timeout=30.0)
         return dict(_expect(resp, f"registering {uri}"))
 
@@ -135,6 +152,24 @@ class AdminClient(_Client):
             self.request("DELETE", f"/deployments/{deployment_id}?force=true"),
             f"deleting deployment {deployment_id}",
         )
+
+    def unfinished_by_deployment(self) -> dict[str, tuple[int, str]]:
+        """Per deployment id: how many invocations pinned to it are not completed
+        (running, suspended, backing off, paused...), and when the oldest was created."""
+        rows = self.query(
+            "SELECT pinned_deployment_id AS deployment, count(*) AS n,"
+            " min(created_at) AS oldest FROM sys_invocation"
+            " WHERE status != 'completed' AND pinned_deployment_id IS NOT NULL"
+            " GROUP BY pinned_deployment_id"
+        )
+        return {str(r["deployment"]): (int(r["n"]), str(r["oldest"])) for r in rows}
+
+    def pinned_deployment(self, invocation_id: str) -> str | None:
+        """The deployment an invocation ran on (kept while Restate retains it)."""
+        escaped = invocation_id.replace("'", "''")
+        rows = self.query(f"SELECT pinned_deployment_id FROM sys_invocation WHERE id = '{escaped}'")
+        value = rows[0].get("pinned_deployment_id") if rows else None
+        return str(value) if value else None
 
     def services(self) -> list[dict[str, Any]]:
         return list(_expect(self.request("GET", "/services"), "GET /services")["services"])

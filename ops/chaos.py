@@ -1013,6 +1013,13 @@ def node_loss_scenario(cx: ChaosContext) -> str:
     return node_loss(cx.env)
 
 
+def rollout_scenario(cx: ChaosContext) -> str:
+    """rollout: a journal-changing version deployed with checkouts in flight, then back."""
+    from ops.chaos_rollout import rollout  # it builds on this module
+
+    return rollout(cx)
+
+
 SCENARIOS: dict[str, Scenario] = {
     "service-crash": service_crash,
     "gateway-outage": gateway_outage,
@@ -1023,6 +1030,7 @@ SCENARIOS: dict[str, Scenario] = {
     "unsigned": unsigned,
     "restart-idempotence": restart_idempotence,
     "node-loss": node_loss_scenario,
+    "rollout": rollout_scenario,
 }
 
 

@@ -37,6 +37,7 @@ SCHEMA: dict[str, dict[str, Any]] = {
     "service": {
         "mode": "process",
         "url": "http://127.0.0.1:9080",
+        "port_range": [],  # [first, last] ports for versions; default: url's port + 0..19
         "hold_seconds": 900.0,
         "signing": False,
         "identity_key_env": "",
@@ -111,6 +112,19 @@ class Environment:
     @property
     def service(self) -> Endpoint:
         return Endpoint(str(self.get("service", "url")).rstrip("/"))
+
+    @property
+    def service_ports(self) -> list[int]:
+        """Ports a new service version may take: `[service] port_range`, by default the
+        service URL's port and the 19 after it; never a port another component uses."""
+        given: list[int] = list(self.get("service", "port_range"))
+        first, last = given or [self.service.port, self.service.port + 19]
+        taken = {self.ingress.port, self.admin.port, self.gateway.port}
+        taken.add(int(self.get("restate", "node_port")))
+        if self.runtime == "cluster":
+            for kind in ("ingress", "admin", "node"):
+                taken.update(self.cluster_ports(kind))
+        return [p for p in range(first, min(last, 65535) + 1) if p not in taken]
 
     @property
     def service_mode(self) -> str:
@@ -291,10 +305,15 @@ def _check_choices(path: Path, settings: dict[str, dict[str, Any]]) -> None:
             raise ConfigError(
                 f"{path}: cluster.{kind} must list {cluster['nodes']} ports (one per node)"
             )
+    ports = settings["service"]["port_range"]
+    if ports and (len(ports) != 2 or ports[0] > ports[1]):
+        raise ConfigError(
+            f"{path}: service.port_range must be [first, last] with first <= last, got {ports!r}"
+        )
     url = settings["service"]["url"]
     if settings["service"]["mode"] == "connect":
         return
-    _check_url(path, "service.url", url)
+    _check_url(path, "service.url", url.replace("{version}", "v"))
 
 
 def _secrets(root: Path, name: str) -> dict[str, str]:

@@ -4,86 +4,47 @@
 
 from __future__ import annotations
 
-import hashlib
 import shutil
 import sys
-import time
 from functools import cached_property
 from pathlib import Path
 from typing import TextIO
 
-from ops.admin import AdminClient, IngressClient, json_of, signature, signature_diff
-from ops.environments import Endpoint, Environment
-from ops.errors import ApiError, NexusError, NotConverged
-from ops.processes import ProcessManager, ProcessSpec, http_ready
+from ops.admin import AdminClient, IngressClient
+from ops.environments import Environment
+from ops.errors import NexusError
+from ops.granian import GRANIAN, asgi_spec, source_digest
+from ops.processes import ProcessManager, ProcessSpec
+from ops.release import SMOKE_TICKET, Release, ReleaseOptions
 from ops.runtimes import ServerRuntime, ensure_process, runtime_for, stop_step
 from ops.signing import ensure_key_pair, read_key_id
 from ops.steps import Context, Play, Result, StepFn
+from ops.versions import Instance
+
+__all__ = [
+    "GATEWAY",
+    "GRANIAN",
+    "SERVICE",
+    "SMOKE_TICKET",
+    "Stack",
+    "asgi_spec",
+    "deploy",
+    "down",
+    "source_digest",
+    "status_lines",
+]
 
 GATEWAY = "gateway"
-SERVICE = "service"
-SMOKE_TICKET = "nexus-smoke:seat-0"
-# Granian: HTTP/1.1 and HTTP/2 (h2c, which restate-server speaks) in Rust, one Python
-# worker on uvloop. It cost 18% less CPU per checkout than hypercorn's pure-Python h2, and
-# it never recycles connections (hypercorn dropped every 1000 requests, with all the
-# invocations in flight on them). Restate opens a new connection past 128 streams.
-GRANIAN = (
-    "--interface", "asginl",  # no ASGI lifespan: the Restate app has none
-    "--http", "auto",
-    "--workers", "1",
-    "--loop", "uvloop",
-    "--http2-max-concurrent-streams", "1000",
-    "--workers-kill-timeout", "1",
-    "--log-level", "warning",
-)  # fmt: skip
-
-
-def source_digest(path: Path) -> str:
-    """A digest of the sources (or config file) a process runs: a change means a restart."""
-    files = sorted(path.rglob("*.py")) if path.is_dir() else [path] if path.is_file() else []
-    digest = hashlib.sha256()
-    for file in files:
-        digest.update(file.relative_to(path.parent).as_posix().encode())
-        digest.update(file.read_bytes())
-    return digest.hexdigest()[:16]
-
-
-def _bind(endpoint: Endpoint) -> list[str]:
-    return ["--host", endpoint.host, "--port", str(endpoint.port)]
-
-
-def asgi_spec(
-    name: str,
-    app: str,
-    endpoint: Endpoint,
-    root: Path,
-    *,
-    sources: Path,
-    env: dict[str, str] | None = None,
-) -> ProcessSpec:
-    """An ASGI `app` served by granian at `endpoint`; new sources restart it.
-
-    Granian is a supervisor with one worker child; both live in the process group that
-    the toolkit signals. Asked to stop, it can wait on Restate's open HTTP/2 streams, so
-    it gets 3 s before SIGKILL: safe, since Restate replays whatever was in flight."""
-    return ProcessSpec(
-        name=name,
-        argv=[sys.executable, "-m", "granian", *GRANIAN, *_bind(endpoint), app],
-        cwd=root,
-        ports=[(endpoint.host, endpoint.port)],
-        ready=http_ready(f"{endpoint.url}/health"),
-        env=env or {},
-        inputs=source_digest(sources),
-        stop_timeout=3.0,
-    )
+SERVICE = "service"  # the service's versioned processes are named service-<version>-<port>
 
 
 class Stack:
     """Everything the toolkit manages for one environment."""
 
-    def __init__(self, env: Environment) -> None:
+    def __init__(self, env: Environment, options: ReleaseOptions | None = None) -> None:
         self.env = env
         self.procs = ProcessManager(env.state_dir)
+        self.options = options or ReleaseOptions()
 
     @cached_property
     def runtime(self) -> ServerRuntime:
@@ -97,11 +58,17 @@ class Stack:
     def ingress(self) -> IngressClient:
         return IngressClient(self.env.ingress.url, self.env.token)
 
+    @cached_property
+    def release(self) -> Release:
+        """The service's versions: facts, plan, and the deploy steps that act on them."""
+        return Release(
+            self.env, self.procs, self.admin, self.ingress, self.service_env(), self.options
+        )
+
     @property
-    def registration_uri(self) -> str:
-        if self.env.service_mode == "connect":
-            return f"connect://{self.env.get('service', 'connect_name')}"
-        return self.env.service.url
+    def version(self) -> str:
+        """The service version the working tree would run here."""
+        return self.release.version
 
     # --- process specs -------------------------------------------------------------
 
@@ -171,44 +138,17 @@ class Stack:
     def outbox(self) -> str:
         return str(self.env.state_dir / "outbox")
 
+    def service_instance(self) -> Instance:
+        """The service process new invocations reach (the active version's instance);
+        for fault injection and tests. Fails when no version of ours is registered."""
+        instance = self.release.active_instance()
+        if instance is None:
+            raise NexusError(f"no service version of {self.env.name} is registered")
+        return instance
+
     def service_spec(self) -> ProcessSpec:
-        if self.env.service_mode == "connect":
-            return self.connect_spec()
-        return asgi_spec(
-            SERVICE,
-            "service.app:app",
-            self.env.service,
-            self.env.root,
-            sources=self.env.root / "service",
-            env=self.service_env(),
-        )
-
-    def connect_spec(self) -> ProcessSpec:
-        """`python -m restate connect`: an outbound tunnel to Restate Cloud, no port."""
-        name = str(self.env.get("service", "connect_name"))
-        key_var = str(self.env.get("service", "connect_key_env"))
-        key = self.env.require_secret(key_var, "service mode connect needs a connect key")
-        pid_file = self.procs.pid_file(SERVICE)
-
-        def up_two_seconds() -> bool:
-            """No port to probe: ready once the tunnel process has stayed up for 2 s."""
-            try:
-                started = pid_file.stat().st_mtime
-            except OSError:
-                return False
-            return self.procs.info(SERVICE).alive and time.time() - started > 2.0
-
-        return ProcessSpec(
-            name=SERVICE,
-            argv=[sys.executable, "-m", "restate", "connect", "service.app:app", "--name", name],
-            cwd=self.env.root,
-            ports=[],
-            ready=up_two_seconds,
-            env=self.service_env(),
-            secret_env={"RESTATE_CONNECT_KEY": key},
-            inputs=source_digest(self.env.root / "service"),
-            stop_timeout=3.0,
-        )
+        """How the active version's process runs (see `ops.release`)."""
+        return self.release.spec(self.service_instance())
 
     # --- deploy steps ---------------------------------------------------------------
 
@@ -219,97 +159,25 @@ class Stack:
             (self.env.state_dir / "gateway").mkdir(parents=True, exist_ok=True)
         return ensure_process(self.procs, self.gateway_spec(), ctx)
 
-    def service_step(self, ctx: Context) -> Result:
-        if self.env.service_mode == "url":
-            return Result.skipped(f"service hosted at {self.env.service.url}")
-        return ensure_process(self.procs, self.service_spec(), ctx)
-
-    def registration_step(self, ctx: Context) -> Result:
-        """Register the endpoint; force re-discovery only when its services changed."""
-        uri = self.registration_uri
-        if not self.admin.healthy():
-            if ctx.check:
-                return Result.changed(f"would register {uri} (server not running yet)")
-            raise ApiError(f"admin API at {self.env.admin.url} is not healthy")
-        registered = self.admin.find_deployment(uri)
-        if ctx.check and SERVICE in ctx.would_change:
-            # The endpoint would (re)start first: what it offers then is not knowable yet.
-            if registered is None:
-                return Result.changed(f"would register {uri} once the service runs")
-            return Result.skipped(
-                f"{uri} registered as {registered['id']}; compared again once the service restarts"
-            )
-        try:
-            offered = self.admin.discover(uri)
-        except ApiError as exc:
-            if ctx.check and registered is None:
-                return Result.changed(f"would register {uri} (endpoint not running yet)")
-            raise ApiError(f"discovery of {uri} failed: {exc.message}") from None
-        want = signature(offered["services"])
-        if registered is not None:
-            have = signature(registered["services"])
-            if have == want:
-                revs = ", ".join(f"{s['name']}@{s['revision']}" for s in registered["services"])
-                return Result.ok(f"{uri} registered as {registered['id']} ({revs})")
-            diff = signature_diff(have, want)
-            if ctx.check:
-                return Result.changed(f"would re-register {uri} (services changed)", diff)
-            self.admin.register(uri, force=True, dry_run=False)
-            verb = "re-registered"
-        else:
-            diff = signature_diff({}, want)
-            if ctx.check:
-                return Result.changed(f"would register {uri}", diff)
-            self.admin.register(uri, force=False, dry_run=False)
-            verb = "registered"
-        after = self.admin.find_deployment(uri)
-        if after is None or signature(after["services"]) != want:
-            raise NotConverged(
-                f"{uri} was {verb}, but the admin API does not show the new services"
-            )
-        return Result.changed(f"{verb} {uri} as {after['id']}", diff)
-
-    def smoke_step(self, ctx: Context) -> Result:
-        """A read-only call through the ingress: the whole path answers."""
-        if ctx.check and ctx.would_change:
-            return Result.skipped(f"would run after the changes of: {', '.join(ctx.would_change)}")
-        if ctx.check and not self.admin.healthy():
-            return Result.skipped("server not running yet")
-        started = time.monotonic()
-        deadline = started + 20
-        while True:
-            resp = self.ingress.call("Ticket", "get", key=SMOKE_TICKET, timeout=10)
-            if resp.status_code == 200 or time.monotonic() > deadline:
-                break
-            time.sleep(0.3)  # a fresh registration takes a moment to reach the ingress
-        if resp.status_code != 200 or "status" not in (json_of(resp, "smoke call") or {}):
-            raise ApiError(
-                f"Ticket/get through {self.env.ingress.url} answered"
-                f" {resp.status_code}: {resp.text[:300]}"
-            )
-        took = (time.monotonic() - started) * 1000
-        return Result.ok(f"Ticket/{SMOKE_TICKET}/get → {resp.json()['status']} in {took:.0f} ms")
-
     def deploy_steps(self) -> list[tuple[str, StepFn]]:
         signing = [("signing", self.signing_step)] if self.env.get("service", "signing") else []
         return [
             *signing,
             *self.runtime.deploy_steps(),
             ("gateway", self.gateway_step),
-            ("service", self.service_step),
-            ("registration", self.registration_step),
-            ("smoke", self.smoke_step),
+            ("service", self.release.service_step),
+            ("registration", self.release.registration_step),
+            ("smoke", self.release.smoke_step),
+            ("retire", self.release.retire_step),
         ]
 
     def down_steps(self, purge: bool) -> list[tuple[str, StepFn]]:
-        extra = [
-            n for n in self.procs.known() if n not in (SERVICE, GATEWAY, *self.runtime.processes())
-        ]
+        known = self.procs.known()
+        versions = [n for n in known if Instance.parse(n) is not None or n == SERVICE]
+        extra = [n for n in known if n not in (*versions, GATEWAY, *self.runtime.processes())]
         steps: list[tuple[str, StepFn]] = [(n, stop_step(self.procs, n)) for n in extra]
-        steps += [
-            ("service", stop_step(self.procs, SERVICE)),
-            ("gateway", stop_step(self.procs, GATEWAY)),
-        ]
+        steps += [(n, stop_step(self.procs, n)) for n in versions]
+        steps.append(("gateway", stop_step(self.procs, GATEWAY)))
         steps += self.runtime.down_steps(purge)
         if purge:
             steps.append(("purge", self.purge_step))
@@ -326,10 +194,17 @@ class Stack:
 
 
 def deploy(
-    env: Environment, *, check: bool = False, diff: bool = False, out: TextIO | None = None
+    env: Environment,
+    *,
+    check: bool = False,
+    diff: bool = False,
+    out: TextIO | None = None,
+    options: ReleaseOptions | None = None,
 ) -> Play:
-    """Converge server → gateway → service → registration → smoke call."""
-    return _play(f"deploy {env.name}", Stack(env).deploy_steps(), check, diff, out)
+    """Converge server → gateway → service version → registration → smoke call → retire
+    what has drained."""
+    stack = Stack(env, options)
+    return _play(f"deploy {env.name}", stack.deploy_steps(), check, diff, out)
 
 
 def down(
@@ -361,16 +236,13 @@ def status_lines(env: Environment) -> list[str]:
             f"  admin {env.admin.url}  ingress {env.ingress.url}"
         )
         if healthy:
-            lines.append("deployments")
-            for dep in stack.admin.deployments():
-                svcs = ", ".join(f"{s['name']}@{s['revision']}" for s in dep.get("services", []))
-                lines.append(f"  {dep['id']}  {dep.get('uri', '?')}  {svcs}")
+            lines += stack.release.status_lines()
             lines.append("services")
             for svc in sorted(stack.admin.services(), key=lambda s: s["name"]):
                 handlers = ", ".join(sorted(h["name"] for h in svc.get("handlers", [])))
                 lines.append(
-                    f"  {svc['name']:<10} {svc.get('ty', ''):<14}"
-                    f" rev {svc.get('revision')}  [{handlers}]"
+                    f"  {svc['name']:<12} {svc.get('ty', ''):<14}"
+                    f" rev {svc.get('revision')}  {svc.get('deployment_id', '')}  [{handlers}]"
                 )
     except NexusError as exc:
         lines.append(f"  server      unreachable: {exc}")
@@ -381,13 +253,14 @@ def status_lines(env: Environment) -> list[str]:
     ports: dict[str, str] = {}
     if env.gateway_mode == "mock":
         ports[GATEWAY] = env.gateway.bind
-    if env.service_mode == "process":
-        ports[SERVICE] = env.service.bind
     for name in stack.procs.known():
+        instance = Instance.parse(name)
+        if instance is not None and instance.port is not None:
+            ports[name] = f"{env.service.host}:{instance.port}"
         info = stack.procs.info(name)
         state = "running" if info.alive else "stopped"
         lines.append(
-            f"  {name:<15} {state:<8} pid {info.pid}  {ports.get(name, '')}  log {info.log}"
+            f"  {name:<26} {state:<8} pid {info.pid}  {ports.get(name, '')}  log {info.log}"
         )
     if not stack.procs.known():
         lines.append("  (none managed here)")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import restate
 
@@ -21,6 +22,10 @@ SERVICES: list[restate.Service | restate.VirtualObject] = [
     seat_map,
     seat_map_shard,
 ]
+
+logging.getLogger("nexus").info(
+    "Nexus service version %s from %s", settings.version, Path(__file__).parent
+)
 
 app = restate.app(
     SERVICES,

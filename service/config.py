@@ -28,6 +28,7 @@ class Settings:
     payment_backoff_s: float
     mail_outbox: Path
     identity_keys: tuple[str, ...]
+    version: str  # the toolkit's id of this build (sources + settings), for the logs
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -40,6 +41,7 @@ class Settings:
             payment_backoff_s=_float("NEXUS_PAYMENT_BACKOFF_S", 0.25),
             mail_outbox=Path(os.environ.get("NEXUS_MAIL_OUTBOX", ".nexus/outbox")),
             identity_keys=tuple(k.strip() for k in keys.split(",") if k.strip()),
+            version=os.environ.get("NEXUS_VERSION", "dev"),
         )
 
 

@@ -1,0 +1,495 @@
+"""The service's side of deploy: versioned instances, registration, smoke call, drain and
+retire (the decisions are `ops.rollout.decide`; this module reads facts and acts).
+
+In process mode each version runs as its own process, `service-<version>-<port>`, from
+its own snapshot of the sources, on a port of the environment's range, and is registered
+as a deployment of its own (`force: false`, metadata: version, commit, environment). The
+previous deployment keeps serving what is pinned to it until nothing unfinished is left;
+then its process stops and its deployment is removed."""
+
+from __future__ import annotations
+
+import re
+import sys
+import time
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from ops.admin import AdminClient, IngressClient, json_of, signature, signature_diff
+from ops.environments import Endpoint, Environment
+from ops.errors import ApiError, NexusError, NotConverged
+from ops.granian import asgi_spec
+from ops.processes import ProcessManager, ProcessSpec, port_free
+from ops.rollout import Deployment, Facts, Plan, breaking_changes, decide, newest
+from ops.runtimes import ensure_process
+from ops.steps import Context, Result
+from ops.versions import (
+    META_COMMIT,
+    META_ENV,
+    META_VERSION,
+    Instance,
+    git_commit,
+    remove_snapshot,
+    snapshot,
+    version_id,
+)
+
+LEGACY_SERVICE = "service"  # the one unversioned process of toolkits before versions
+SMOKE_TICKET = "nexus-smoke:seat-0"
+CONNECT_STOP_S = 130.0  # the SDK drains a tunnel for up to 120 s on SIGTERM
+DRAIN_POLL_S = 0.5
+_CONNECT_ADDRESS = re.compile(r"Register this deployment as (\S+)")
+
+
+@dataclass(frozen=True)
+class ReleaseOptions:
+    """What `invoke deploy` may be told about a release."""
+
+    drain_timeout: float = 0.0  # wait this long for older versions to drain, then go on
+    allow_breaking: bool = False  # register a version that removes or retypes handlers
+    service_url: str = ""  # url mode: the endpoint of this version (else [service] url)
+    sources: Path | None = None  # the service package to release (else the working tree's)
+
+
+class Release:
+    """Versions of the service for one environment: facts, plan, and the steps."""
+
+    def __init__(
+        self,
+        env: Environment,
+        procs: ProcessManager,
+        admin: AdminClient,
+        ingress: IngressClient,
+        settings: Mapping[str, str],
+        options: ReleaseOptions | None = None,
+    ) -> None:
+        self.env = env
+        self.procs = procs
+        self.admin = admin
+        self.ingress = ingress
+        self.settings = dict(settings)  # what the service is given: part of its version
+        self.options = options or ReleaseOptions()
+
+    # --- identity --------------------------------------------------------------------
+
+    @property
+    def package(self) -> Path:
+        """The `service` package this release runs."""
+        return self.options.sources or self.env.root / "service"
+
+    @cached_property
+    def version(self) -> str:
+        """The version the sources would run as, with this environment's settings."""
+        return version_id(self.package, self.settings)
+
+    @property
+    def versions_dir(self) -> Path:
+        return self.env.state_dir / "versions"
+
+    @property
+    def mode(self) -> str:
+        return self.env.service_mode
+
+    @property
+    def url(self) -> str:
+        """url mode: this version's endpoint (`{version}` filled in)."""
+        raw = self.options.service_url or str(self.env.get("service", "url"))
+        return raw.replace("{version}", self.version).rstrip("/")
+
+    def metadata(self) -> dict[str, str]:
+        meta = {META_VERSION: self.version, META_ENV: self.env.name}
+        commit = git_commit(self.env.root)
+        if commit:
+            meta[META_COMMIT] = commit
+        return meta
+
+    # --- instances -------------------------------------------------------------------
+
+    def uri(self, instance: Instance) -> str:
+        """What Restate is told to call for `instance`."""
+        if instance.port is None:
+            return self.connect_address(instance) or f"connect://{self.connect_name(instance)}"
+        return f"http://{self.env.service.host}:{instance.port}/"
+
+    def connect_name(self, instance: Instance) -> str:
+        return f"{self.env.get('service', 'connect_name')}-{instance.version}"
+
+    def connect_address(self, instance: Instance) -> str | None:
+        """The address the SDK printed for the tunnel after its handshake (the log since
+        its last start), or None before that."""
+        try:
+            text = self.procs.log_file(instance.name).read_text(errors="replace")
+        except OSError:
+            return None
+        found = _CONNECT_ADDRESS.findall(text.rsplit("\n--- start ", 1)[-1])
+        return found[-1] if found else None
+
+    def spec(self, instance: Instance) -> ProcessSpec:
+        """How `instance` runs: from its version's snapshot, never from the working tree."""
+        home = self.versions_dir / instance.version
+        env = {
+            **self.settings,
+            "NEXUS_VERSION": instance.version,
+            "PYTHONPATH": str(home),
+        }
+        if instance.port is None:
+            return self._connect_spec(instance, home, env)
+        endpoint = Endpoint(f"http://{self.env.service.host}:{instance.port}")
+        return asgi_spec(
+            instance.name, "service.app:app", endpoint, home, inputs=instance.version, env=env
+        )
+
+    def _connect_spec(self, instance: Instance, home: Path, env: dict[str, str]) -> ProcessSpec:
+        """`python -m restate connect`: an outbound tunnel to Restate Cloud, no port; ready
+        once the SDK reports its handshake with the address to register."""
+        key_var = str(self.env.get("service", "connect_key_env"))
+        key = self.env.require_secret(key_var, "service mode connect needs a connect key")
+        name = self.connect_name(instance)
+        return ProcessSpec(
+            name=instance.name,
+            argv=[sys.executable, "-m", "restate", "connect", "service.app:app", "--name", name],
+            cwd=home,
+            ports=[],
+            ready=lambda: self.connect_address(instance) is not None,
+            env=env,
+            secret_env={"RESTATE_CONNECT_KEY": key},
+            inputs=instance.version,
+            stop_timeout=CONNECT_STOP_S,
+            ready_timeout=60.0,
+        )
+
+    def instances(self) -> tuple[frozenset[Instance], frozenset[Instance]]:
+        """(alive, known): the instances with a PID file, and those whose process runs."""
+        known = {i for i in map(Instance.parse, self.procs.known()) if i is not None}
+        alive = {i for i in known if self.procs.info(i.name).alive}
+        return frozenset(alive), frozenset(known)
+
+    def active_instance(self) -> Instance | None:
+        """The instance behind the newest deployment (where new invocations go)."""
+        active = newest(self.deployments())
+        return active.instance if active else None
+
+    # --- facts -----------------------------------------------------------------------
+
+    def deployments(self) -> list[Deployment]:
+        """This environment's deployments, with the unfinished work pinned to each."""
+        unfinished = self.admin.unfinished_by_deployment()
+        now = datetime.now(UTC)
+        found: list[Deployment] = []
+        for raw in self.admin.deployments():
+            uri = str(raw.get("uri") or raw.get("arn") or "")
+            meta = raw.get("metadata") or {}
+            if not self._ours(uri, meta):
+                continue
+            version = meta.get(META_VERSION)
+            count, oldest = unfinished.get(str(raw["id"]), (0, ""))
+            found.append(
+                Deployment(
+                    id=str(raw["id"]),
+                    uri=uri,
+                    created_at=str(raw.get("created_at", "")),
+                    version=str(version) if version else None,
+                    instance=self._instance_of(uri, version),
+                    unfinished=count,
+                    oldest_s=_age(oldest, now) if count else None,
+                )
+            )
+        return found
+
+    def _ours(self, uri: str, meta: Mapping[str, Any]) -> bool:
+        if META_ENV in meta:
+            return bool(meta[META_ENV] == self.env.name)
+        if self.mode == "url":
+            return uri.rstrip("/") == self.url
+        if self.mode == "connect":
+            return uri.startswith(f"connect://{self.env.get('service', 'connect_name')}")
+        # Registered before versions: the service URL itself.
+        return uri.rstrip("/") == self.env.service.url
+
+    def _instance_of(self, uri: str, version: Any) -> Instance | None:
+        if self.mode == "url" or not version:
+            return None
+        if self.mode == "connect":
+            return Instance(str(version), None)
+        parts = urlsplit(uri)
+        if parts.hostname != self.env.service.host or parts.port is None:
+            return None
+        return Instance(str(version), parts.port)
+
+    def facts(self) -> Facts:
+        alive, known = self.instances()
+        host = self.env.service.host
+        ports = [] if self.mode != "process" else self.env.service_ports
+        free = [p for p in ports if port_free(host, p)]
+        if self.mode == "connect":
+            free = []
+        return Facts(
+            version=self.version,
+            deployments=self.deployments(),
+            alive=alive,
+            known=known,
+            free_ports=free,
+            uri=self.url if self.mode == "url" else None,
+        )
+
+    def plan(self) -> Plan:
+        plan = decide(self.facts())
+        if self.mode == "connect" and plan.start is not None:
+            # A tunnel needs no port: one per version, named after it.
+            plan.start = plan.register = Instance(self.version, None)
+            plan.refused = ""
+        return plan
+
+    # --- steps -----------------------------------------------------------------------
+
+    def service_step(self, ctx: Context) -> Result:
+        """The wanted version runs (a new instance beside the old ones when it changed);
+        every instance that must drain runs too."""
+        if self.mode == "url":
+            return Result.skipped(f"service hosted at {self.url} (version {self.version})")
+        if not self.admin.healthy():
+            if ctx.check:
+                return Result.changed(f"would start version {self.version} (server not running)")
+            raise ApiError(f"admin API at {self.env.admin.url} is not healthy")
+        plan = self.plan()
+        if plan.refused:
+            raise NexusError(plan.refused)
+        lines: list[str] = []
+        done: list[str] = []
+        for instance in plan.restart:
+            self._require_snapshot(instance)
+            if ctx.check:
+                done.append(f"would restart {instance.name} (it must run to drain or serve)")
+                continue
+            result = ensure_process(self.procs, self.spec(instance), ctx)
+            done.append(result.message)
+            lines += result.diff
+        if plan.start is not None:
+            new = plan.start
+            was = f" beside {plan.active.version or 'an unversioned one'}" if plan.active else ""
+            if ctx.check:
+                done.append(f"would start version {new.version} as {new.name}{was}")
+                lines.append(f"{new.name}: stopped → running")
+            else:
+                snapshot(self.package, self.versions_dir, new.version)
+                result = ensure_process(self.procs, self.spec(new), ctx)
+                done.append(f"started version {new.version} as {new.name}{was}")
+                lines += result.diff
+        if done:
+            return Result.changed("; ".join(done), lines)
+        active = plan.active
+        if active is not None and active.instance is not None:
+            current = ensure_process(self.procs, self.spec(active.instance), ctx)
+            if current.status.value != "ok":  # same version, other settings: same code
+                return current
+            info = self.procs.info(active.instance.name)
+            return Result.ok(
+                f"version {self.version} running as {active.instance.name} (pid {info.pid})"
+            )
+        return Result.ok(f"version {self.version} running")
+
+    def _require_snapshot(self, instance: Instance) -> None:
+        if instance.version == self.version:
+            snapshot(self.package, self.versions_dir, instance.version)
+        elif not (self.versions_dir / instance.version / "service").is_dir():
+            raise NexusError(
+                f"{instance.name} must run to drain its invocations, but the sources of"
+                f" version {instance.version} are gone from {self.versions_dir}"
+            )
+
+    def registration_step(self, ctx: Context) -> Result:
+        """The wanted version is the newest deployment (registered without `force`)."""
+        if not self.admin.healthy():
+            if ctx.check:
+                return Result.changed(f"would register version {self.version} (server down)")
+            raise ApiError(f"admin API at {self.env.admin.url} is not healthy")
+        plan = self.plan()
+        if plan.refused:
+            raise NexusError(plan.refused)
+        target_uri = plan.register_uri
+        instance = plan.register
+        if instance is not None:
+            if ctx.check and (instance not in self.instances()[0]):
+                return Result.changed(
+                    f"would register version {self.version} once {instance.name} runs"
+                )
+            target_uri = self.uri(instance)
+        active = plan.active
+        if target_uri is None:
+            if active is None:
+                raise NotConverged("no deployment registered and nothing to register")
+            return Result.ok(
+                f"version {self.version} is the active deployment {active.id}"
+                f" ({self._revisions(active.id)})"
+            )
+        try:
+            offered = signature(self.admin.discover(target_uri)["services"])
+        except ApiError as exc:
+            raise ApiError(f"discovery of {target_uri} failed: {exc.message}") from None
+        before = self._services(active.id) if active is not None else {}
+        diff = signature_diff(before, offered)
+        breaking = breaking_changes(before, offered)
+        if breaking and not self.options.allow_breaking:
+            if instance is not None and not ctx.check:
+                self.procs.stop(instance.name)  # refused: leave nothing of it running
+                remove_snapshot(self.versions_dir, instance.version)
+            raise NexusError(
+                f"version {self.version} is not compatible with the active one"
+                f" ({'; '.join(breaking)}): deploy again with --allow-breaking to register"
+                " it (in-flight invocations still drain on the old version)"
+            )
+        if ctx.check:
+            return Result.changed(f"would register version {self.version} at {target_uri}", diff)
+        registered = self.admin.register(
+            target_uri,
+            force=False,
+            dry_run=False,
+            breaking=bool(breaking),
+            metadata=self.metadata(),
+        )
+        now_active = newest(self.deployments())
+        if now_active is None or now_active.id != registered.get("id"):
+            raise NotConverged(
+                f"registered {target_uri}, but the newest deployment is"
+                f" {now_active.id if now_active else 'none'}, not {registered.get('id')}"
+            )
+        if self._services(now_active.id) != offered:
+            raise NotConverged(f"{now_active.id} does not show the services {target_uri} offers")
+        was = f"; {active.id} ({active.version or 'unversioned'}) drains" if active else ""
+        return Result.changed(
+            f"registered version {self.version} at {target_uri} as {now_active.id}{was}", diff
+        )
+
+    def _services(self, deployment_id: str) -> dict[str, dict[str, Any]]:
+        return signature(self.admin.deployment(deployment_id)["services"])
+
+    def _revisions(self, deployment_id: str) -> str:
+        found = self.admin.deployment(deployment_id)["services"]
+        return ", ".join(f"{s['name']}@{s['revision']}" for s in found)
+
+    def smoke_step(self, ctx: Context) -> Result:
+        """A read-only call through the ingress reaches the active deployment."""
+        if ctx.check and ctx.would_change:
+            return Result.skipped(f"would run after the changes of: {', '.join(ctx.would_change)}")
+        if ctx.check and not self.admin.healthy():
+            return Result.skipped("server not running yet")
+        active = newest(self.deployments())
+        started = time.monotonic()
+        deadline = started + 20
+        key = f"nexus-smoke-{uuid.uuid4().hex}"
+        while True:
+            resp = self.ingress.call(
+                "Ticket", "get", key=SMOKE_TICKET, timeout=10, headers={"Idempotency-Key": key}
+            )
+            if resp.status_code == 200 or time.monotonic() > deadline:
+                break
+            time.sleep(0.3)  # a fresh registration takes a moment to reach the ingress
+        if resp.status_code != 200 or "status" not in (json_of(resp, "smoke call") or {}):
+            raise ApiError(
+                f"Ticket/get through {self.env.ingress.url} answered"
+                f" {resp.status_code}: {resp.text[:300]}"
+            )
+        took = (time.monotonic() - started) * 1000
+        invocation = resp.headers.get("x-restate-id", "")
+        reached = self.admin.pinned_deployment(invocation) if invocation else None
+        if active is not None and reached is not None and reached != active.id:
+            raise NotConverged(
+                f"the smoke call ran on {reached}, not on the active deployment {active.id}"
+            )
+        where = f" on {reached} (version {active.version})" if reached and active else ""
+        return Result.ok(
+            f"Ticket/{SMOKE_TICKET}/get → {resp.json()['status']} in {took:.0f} ms{where}"
+        )
+
+    def retire_step(self, ctx: Context) -> Result:
+        """Older versions drain; whatever has drained is stopped and deregistered."""
+        if ctx.check and not self.admin.healthy():
+            return Result.skipped("server not running yet")
+        plan = self.plan()
+        deadline = time.monotonic() + (0.0 if ctx.check else self.options.drain_timeout)
+        while plan.draining and time.monotonic() < deadline:
+            time.sleep(DRAIN_POLL_S)
+            plan = self.plan()
+        done: list[str] = []
+        lines: list[str] = []
+        for dep in plan.retire:
+            what = f"version {dep.version or 'unversioned'} ({dep.id}, {dep.uri.rstrip('/')})"
+            if ctx.check:
+                done.append(f"would retire drained {what}")
+                continue
+            name = (
+                dep.instance.name
+                if dep.instance
+                else (LEGACY_SERVICE if self.mode == "process" and dep.version is None else None)
+            )
+            if name is not None:
+                self.procs.stop(name)
+            self.admin.delete_deployment(dep.id)
+            if dep.version and dep.version != self.version:
+                remove_snapshot(self.versions_dir, dep.version)
+            hosted = "; it may be shut down now" if self.mode == "url" else ""
+            done.append(f"retired drained {what}{hosted}")
+            lines.append(f"{dep.id}: draining → removed")
+        for instance in plan.stop:
+            if ctx.check:
+                done.append(f"would stop {instance.name} (no deployment uses it)")
+                continue
+            self.procs.stop(instance.name)
+            done.append(f"stopped {instance.name} (no deployment uses it)")
+        if not ctx.check and plan.retire:
+            left = {d.id for d in self.deployments()} & {d.id for d in plan.retire}
+            if left:
+                raise NotConverged(f"deployments still registered after removal: {sorted(left)}")
+        waiting = "; ".join(_draining(d) for d in plan.draining)
+        if done:
+            text = "; ".join(done) + (f"; still draining: {waiting}" if waiting else "")
+            return Result.changed(text, lines)
+        if waiting:
+            return Result.ok(f"draining: {waiting}")
+        return Result.ok("no older version left")
+
+    # --- status ----------------------------------------------------------------------
+
+    def status_lines(self) -> list[str]:
+        """Each version: deployment, URI, process, Active / Draining / Drained."""
+        deployments = sorted(self.deployments(), key=lambda d: d.created_at, reverse=True)
+        active = deployments[0] if deployments else None
+        lines = [f"versions (working tree: {self.version})"]
+        for dep in deployments:
+            if dep is active:
+                state = "Active"
+            elif dep.unfinished:
+                state = _draining(dep).split(": ", 1)[1].join(["Draining (", ")"])
+            else:
+                state = "Drained (retired by the next deploy)"
+            proc = ""
+            if dep.instance is not None:
+                info = self.procs.info(dep.instance.name)
+                alive = "running" if info.alive else "STOPPED"
+                proc = f"  {dep.instance.name} {alive} pid {info.pid}"
+            lines.append(
+                f"  {dep.version or 'unversioned':<10} {dep.id}  {dep.uri.rstrip('/')}"
+                f"{proc}  {state}"
+            )
+        if not deployments:
+            lines.append("  (no deployment registered)")
+        return lines
+
+
+def _draining(dep: Deployment) -> str:
+    oldest = f", oldest {dep.oldest_s:.0f}s" if dep.oldest_s is not None else ""
+    return f"{dep.version or 'unversioned'}: {dep.unfinished} unfinished{oldest}"
+
+
+def _age(stamp: str, now: datetime) -> float | None:
+    try:
+        then = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return max(0.0, (now - then).total_seconds())
