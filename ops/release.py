@@ -64,17 +64,21 @@ class Release:
         self,
         env: Environment,
         procs: ProcessManager,
-        admin: AdminClient,
-        ingress: IngressClient,
         settings: Mapping[str, str],
         options: ReleaseOptions | None = None,
     ) -> None:
         self.env = env
         self.procs = procs
-        self.admin = admin
-        self.ingress = ingress
         self.settings = dict(settings)  # what the service is given: part of its version
         self.options = options or ReleaseOptions()
+
+    @cached_property
+    def admin(self) -> AdminClient:
+        return AdminClient(self.env.admin.url, self.env.token)
+
+    @cached_property
+    def ingress(self) -> IngressClient:
+        return IngressClient(self.env.ingress.url, self.env.token)
 
     # --- identity --------------------------------------------------------------------
 
@@ -222,29 +226,24 @@ class Release:
             return None
         return Instance(str(version), parts.port)
 
-    def facts(self) -> Facts:
+    def facts(self, registered: bool = True) -> Facts:
+        """What runs and what is registered (`registered=False`: skip the admin API)."""
         alive, known = self.instances()
         host = self.env.service.host
         ports = [] if self.mode != "process" else self.env.service_ports
         free = [p for p in ports if port_free(host, p)]
-        if self.mode == "connect":
-            free = []
         return Facts(
             version=self.version,
-            deployments=self.deployments(),
+            deployments=self.deployments() if registered else [],
             alive=alive,
             known=known,
             free_ports=free,
             uri=self.url if self.mode == "url" else None,
+            tunnel=self.mode == "connect",
         )
 
-    def plan(self) -> Plan:
-        plan = decide(self.facts())
-        if self.mode == "connect" and plan.start is not None:
-            # A tunnel needs no port: one per version, named after it.
-            plan.start = plan.register = Instance(self.version, None)
-            plan.refused = ""
-        return plan
+    def plan(self, registered: bool = True) -> Plan:
+        return decide(self.facts(registered))
 
     # --- steps -----------------------------------------------------------------------
 
@@ -253,11 +252,13 @@ class Release:
         every instance that must drain runs too."""
         if self.mode == "url":
             return Result.skipped(f"service hosted at {self.url} (version {self.version})")
-        if not self.admin.healthy():
-            if ctx.check:
-                return Result.changed(f"would start version {self.version} (server not running)")
+        if self.mode == "connect":
+            key_var = str(self.env.get("service", "connect_key_env"))
+            self.env.require_secret(key_var, "service mode connect needs a connect key")
+        up = self.admin.healthy()
+        if not up and not ctx.check:
             raise ApiError(f"admin API at {self.env.admin.url} is not healthy")
-        plan = self.plan()
+        plan = self.plan(registered=up)  # a server not running yet has nothing registered
         if plan.refused:
             raise NexusError(plan.refused)
         lines: list[str] = []

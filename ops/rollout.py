@@ -40,6 +40,7 @@ class Facts:
     known: frozenset[Instance] = frozenset()  # instances with a PID file, alive or not
     free_ports: Sequence[int] = ()  # ports of the range nothing holds, in order
     uri: str | None = None  # url mode: the endpoint to register; None when we run it
+    tunnel: bool = False  # connect mode: an instance is a tunnel, one per version, no port
 
 
 @dataclass
@@ -114,6 +115,9 @@ def _decide_process(facts: Facts, plan: Plan) -> None:
         plan.register = spare[0]
         if spare[0] not in facts.alive:
             plan.restart.append(spare[0])
+        return
+    if facts.tunnel:
+        plan.start = plan.register = Instance(wanted, None)
         return
     taken = {i.port for i in facts.known} | {i.port for i in registered}
     port = next((p for p in facts.free_ports if p not in taken), None)

@@ -28,7 +28,7 @@ class Settings:
     payment_backoff_s: float
     mail_outbox: Path
     identity_keys: tuple[str, ...]
-    version: str  # the toolkit's id of this build (sources + settings), for the logs
+    version: str = "dev"  # the toolkit's id of this build (sources + settings), for logs
 
     @classmethod
     def from_env(cls) -> Settings:

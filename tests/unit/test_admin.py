@@ -166,6 +166,7 @@ def test_register_sends_force_and_dry_run(force: bool, dry_run: bool) -> None:
     assert sent == {
         "uri": "http://svc:9080",
         "force": force,
+        "breaking": force,  # force implies breaking; it is sent explicitly either way
         "dry_run": dry_run,
         "use_http_11": False,
     }

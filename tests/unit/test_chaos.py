@@ -112,6 +112,7 @@ def test_every_issue_scenario_is_there() -> None:
         "unsigned",
         "restart-idempotence",
         "node-loss",
+        "rollout",
     ]
 
 

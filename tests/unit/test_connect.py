@@ -1,5 +1,6 @@
-"""Connect mode offline: `python -m restate connect` as the service process, registered as
-`connect://NAME`, with the connect key only in the child's environment. (A local
+"""Connect mode offline: `python -m restate connect` as the service process, one tunnel
+per version (`--name NAME-<version>`), registered at the address the SDK reports after
+its handshake, with the connect key only in the child's environment. (A local
 restate-server refuses `connect://`, so the tunnel itself is only testable against Cloud.)"""
 
 from __future__ import annotations
@@ -10,7 +11,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,10 +19,11 @@ import pytest
 from ops import environments
 from ops.environments import PROJECT_ROOT, Environment
 from ops.errors import SecretMissing
-from ops.processes import ProcessManager, free_port
+from ops.processes import ProcessManager, ProcessSpec, free_port
 from ops.runtimes import ensure_process
-from ops.stack import SERVICE, Stack, status_lines
+from ops.stack import Stack, status_lines
 from ops.steps import Context, Play, Status
+from ops.versions import Instance
 
 KEY = "connect-key-" + "s3cr3t" * 6
 NAME = "nexus-unit"
@@ -76,14 +77,20 @@ def load(
     return environments.load(str(file), root=root)
 
 
+def tunnel(env: Environment) -> ProcessSpec:
+    """The spec of the tunnel of the version the sources would run."""
+    stack = Stack(env)
+    return stack.release.spec(Instance(stack.version, None))
+
+
 def test_connect_mode_runs_restate_connect_with_the_key_only_in_secret_env(
     tmp_path: Path,
 ) -> None:
     env = load(tmp_path)
     assert env.service_mode == "connect"
     stack = Stack(env)
-    spec = stack.service_spec()
-    assert spec.name == SERVICE
+    spec = tunnel(env)
+    assert spec.name == f"service-{stack.version}-connect"
     assert list(spec.argv) == [
         sys.executable,
         "-m",
@@ -91,10 +98,11 @@ def test_connect_mode_runs_restate_connect_with_the_key_only_in_secret_env(
         "connect",
         "service.app:app",
         "--name",
-        NAME,
+        f"{NAME}-{stack.version}",
     ]
     assert list(spec.ports) == []
-    assert spec.cwd == env.root
+    assert spec.cwd == stack.release.versions_dir / stack.version  # its own snapshot
+    assert spec.stop_timeout >= 120  # the SDK drains a tunnel for up to 120 s
     assert dict(spec.secret_env) == {"RESTATE_CONNECT_KEY": KEY}
     assert all(KEY not in arg for arg in spec.argv)
     assert all(KEY not in f"{k}={v}" for k, v in spec.env.items())
@@ -105,9 +113,23 @@ def test_connect_mode_runs_restate_connect_with_the_key_only_in_secret_env(
     assert spec.env["NEXUS_HOLD_SECONDS"] == "30"
 
 
-def test_connect_registration_uri_is_connect_name(tmp_path: Path) -> None:
+def test_connect_registers_the_address_the_sdk_reports(tmp_path: Path) -> None:
     env = load(tmp_path)
-    assert Stack(env).registration_uri == f"connect://{NAME}"
+    stack = Stack(env)
+    instance = Instance(stack.version, None)
+    spec = tunnel(env)
+    assert not spec.ready()  # no handshake reported yet
+    log = stack.procs.log_file(instance.name)
+    log.parent.mkdir(parents=True)
+    log.write_text(
+        "\n--- start 2026-11-30 ---\nConnected to Restate Cloud as x. Register this"
+        " deployment as connect://reported-by-sdk\n"
+    )
+    assert spec.ready()
+    assert stack.release.uri(instance) == "connect://reported-by-sdk"
+    # A later start without a handshake yet: the old address does not count.
+    log.write_text(log.read_text() + "\n--- start 2026-11-30 ---\nstarting\n")
+    assert not spec.ready()
 
 
 def test_process_environment_wins_over_the_env_file(
@@ -115,14 +137,14 @@ def test_process_environment_wins_over_the_env_file(
 ) -> None:
     monkeypatch.setenv("RESTATE_CONNECT_KEY", "from-process-env")
     env = load(tmp_path)
-    assert dict(Stack(env).service_spec().secret_env) == {"RESTATE_CONNECT_KEY": "from-process-env"}
+    assert dict(tunnel(env).secret_env) == {"RESTATE_CONNECT_KEY": "from-process-env"}
 
 
 def test_connect_key_env_names_another_variable(tmp_path: Path) -> None:
     env = load(
         tmp_path, secrets=f"MY_CONNECT_KEY={KEY}\n", extra='connect_key_env = "MY_CONNECT_KEY"'
     )
-    spec = Stack(env).service_spec()
+    spec = tunnel(env)
     # The SDK reads RESTATE_CONNECT_KEY, whatever the file calls the variable.
     assert dict(spec.secret_env) == {"RESTATE_CONNECT_KEY": KEY}
 
@@ -140,7 +162,7 @@ def test_missing_connect_key_names_the_variable(
 ) -> None:
     env = load(tmp_path, secrets=secrets, extra=extra)  # loading needs no secret
     with pytest.raises(SecretMissing, match=variable) as missing:
-        Stack(env).service_spec()
+        tunnel(env)
     assert "connect" in str(missing.value)
     assert str(env.root / ".env.conn") in str(missing.value)
 
@@ -163,8 +185,8 @@ def test_check_mode_would_start_the_tunnel_and_shows_no_key(tmp_path: Path) -> N
         "service", service
     )
     assert result.status is Status.CHANGED
-    assert "would start service" in result.message
-    assert "service: stopped → running" in out.getvalue()
+    assert "would start version" in result.message
+    assert f"{tunnel(env).name}: stopped → running" in out.getvalue()
     assert KEY not in out.getvalue()
     assert not (env.state_dir / "run").exists()
 
@@ -189,7 +211,7 @@ def sleeper() -> Iterator[int]:
 
 def test_running_connect_tunnel_is_ok_on_the_next_deploy(tmp_path: Path, sleeper: int) -> None:
     env = load(tmp_path)
-    spec = Stack(env).service_spec()
+    spec = tunnel(env)
     procs = ProcessManager(env.state_dir)
     procs.run_dir.mkdir(parents=True)
     # The PID file deploy would have written when it started the tunnel a while ago.
@@ -199,12 +221,14 @@ def test_running_connect_tunnel_is_ok_on_the_next_deploy(tmp_path: Path, sleeper
         "command": spec.argv[0],
         "stop_timeout": 3.0,
     }
-    procs.pid_file(SERVICE).write_text(json.dumps(record))
-    a_minute_ago = time.time() - 60
-    os.utime(procs.pid_file(SERVICE), (a_minute_ago, a_minute_ago))
-    assert procs.info(SERVICE).alive
+    procs.pid_file(spec.name).write_text(json.dumps(record))
+    procs.log_dir.mkdir(parents=True)
+    procs.log_file(spec.name).write_text(
+        "\n--- start ---\nConnected. Register this deployment as connect://x\n"
+    )
+    assert procs.info(spec.name).alive
     # Check mode: reports, never stops or starts anything.
-    result = ensure_process(procs, Stack(env).service_spec(), Context(check=True))
+    result = ensure_process(procs, tunnel(env), Context(check=True))
     assert result.status is Status.OK, result.message
 
 
@@ -220,9 +244,9 @@ def test_new_service_code_changes_the_tunnel_fingerprint(tmp_path: Path) -> None
     code = env.root / "service" / "app.py"
     code.parent.mkdir()
     code.write_text("VERSION = 1\n")
-    before = Stack(env).service_spec().fingerprint()
+    before = tunnel(env).fingerprint()
     code.write_text("VERSION = 2\n")
-    assert Stack(env).service_spec().fingerprint() != before
+    assert tunnel(env).fingerprint() != before
 
 
 # --- the shipped environments/cloud.toml --------------------------------------------------
@@ -243,7 +267,7 @@ def test_shipped_cloud_file_loads_with_placeholder_urls(tmp_path: Path) -> None:
     assert (env.admin.host, env.admin.port) == ("your-env.env.eu.restate.cloud", 9070)
     assert env.service_mode == "url" and env.service.url.startswith("https://")
     assert env.gateway_mode == "external" and env.gateway.url.startswith("https://")
-    assert Stack(env).registration_uri == env.service.url
+    assert Stack(env).release.url == env.service.url
     with pytest.raises(SecretMissing, match="RESTATE_AUTH_TOKEN"):
         _ = env.token
 
@@ -262,4 +286,5 @@ def test_shipped_cloud_file_connect_alternative_loads(tmp_path: Path) -> None:
     env = _shipped_cloud(tmp_path, "\n".join([*kept[:at], *block, *kept[at:]]) + "\n")
     assert env.service_mode == "connect"
     assert env.get("service", "connect_key_env") == "RESTATE_CONNECT_KEY"
-    assert Stack(env).registration_uri == "connect://nexus"
+    stack = Stack(env)
+    assert stack.release.uri(Instance(stack.version, None)) == f"connect://nexus-{stack.version}"
