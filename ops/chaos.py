@@ -199,9 +199,17 @@ def require_process(cx: ChaosContext, name: str) -> None:
             raise Skip("the server is external: killing the service here proves nothing local")
         if env.service_mode != "process":
             raise Skip(f"the toolkit does not run the service (mode {env.service_mode!r})")
-    info = cx.stack.procs.info(name)
+    try:
+        info = cx.stack.procs.info(process_name(cx, name))
+    except NexusError as exc:
+        raise Skip(f"{exc}: deploy {env.name} first") from None
     if not info.alive:
         raise Skip(f"{name} is not running under the toolkit's PID files: deploy {env.name} first")
+
+
+def process_name(cx: ChaosContext, name: str) -> str:
+    """The PID-file name of `name`: the service is its active version's instance."""
+    return cx.stack.service_instance().name if name == SERVICE else name
 
 
 def expect_audit(cx: ChaosContext, prefix: str) -> str:
@@ -215,7 +223,7 @@ def restart(cx: ChaosContext, name: str) -> float:
     """Bring a killed process back with the toolkit's own spec; seconds it took."""
     started = time.monotonic()
     procs = cx.stack.procs
-    procs.stop(name)  # reaps it, waits for its ports, drops the stale PID file
+    procs.stop(process_name(cx, name))  # reaps it, waits for its ports, drops the stale PID file
     runtime = cx.stack.runtime
     if name == SERVER:
         if not isinstance(runtime, BinaryRuntime):
@@ -229,7 +237,7 @@ def restart(cx: ChaosContext, name: str) -> float:
 
 def ensure_running(cx: ChaosContext, name: str) -> None:
     """Cleanup: restart `name` if a scenario left it dead."""
-    if not cx.stack.procs.info(name).alive:
+    if not cx.stack.procs.info(process_name(cx, name)).alive:
         restart(cx, name)
 
 
@@ -250,7 +258,7 @@ def service_crash(cx: ChaosContext) -> str:
             in_flight = gw.attempts() - before
             expect(in_flight > 0, "no charge reached the gateway within 15 s")
             killed_at = time.monotonic()
-            pid = cx.stack.procs.kill(SERVICE)
+            pid = cx.stack.procs.kill(process_name(cx, SERVICE))
             expect(pid is not None, "the service was not running")
             back = restart(cx, SERVICE)
             gw.configure(latency_ms=0)

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from ops import environments
+from ops.chaos import run_chaos
 from ops.cluster import ClusterRuntime, node_loss
 from ops.environments import PROJECT_ROOT, Environment
 from ops.processes import free_port, group_alive
@@ -80,6 +81,13 @@ def test_contract_scenarios_through_the_cluster(cluster_env: Environment) -> Non
 def test_losing_a_node_under_load_loses_no_booking(cluster_env: Environment) -> None:
     figures = node_loss(cluster_env, duration=12.0, workers=4)
     assert "0 unresolved, 0 lost" in figures and "audit ok" in figures
+
+
+def test_rollout_on_the_cluster(cluster_env: Environment) -> None:
+    out = io.StringIO()
+    outcomes = run_chaos(cluster_env, "rollout", out=out)
+    assert outcomes[0].status == "passed", out.getvalue()
+    assert "0 journal mismatches" in outcomes[0].detail
 
 
 def test_down_stops_every_node(tmp_path: Path, cluster_env: Environment) -> None:

@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from ops.runtimes import ensure_process
-from ops.stack import SERVICE, Stack
+from ops.stack import Stack
 from ops.steps import Context, Status
 
 pytestmark = pytest.mark.integration
@@ -62,9 +62,10 @@ def test_service_killed_mid_payment_charges_once_and_mails_once(stack: Stack) ->
             assert wait_for(lambda: gateway_attempts(stack) > before), (
                 "charge never reached the gateway"
             )
-            killed = stack.procs.kill(SERVICE)
+            name = stack.service_instance().name
+            killed = stack.procs.kill(name)
             assert killed is not None
-            stack.procs.stop(SERVICE)
+            stack.procs.stop(name)
             restarted = ensure_process(stack.procs, stack.service_spec(), Context())
             assert restarted.status is Status.CHANGED
             resp = answer.result(timeout=60)

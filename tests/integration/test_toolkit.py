@@ -1,18 +1,20 @@
 """The toolkit against a real restate-server: idempotent deploy, check mode, down,
-clear errors, re-registration on a changed handler set."""
+clear errors, a changed handler set as a new version, breaking changes refused."""
 
 from __future__ import annotations
 
-import dataclasses
 import io
+import shutil
 import socket
 from pathlib import Path
 
 import pytest
 
+from ops.environments import PROJECT_ROOT
 from ops.processes import group_alive
-from ops.stack import SERVICE, Stack, deploy, down
-from ops.steps import Context, Status
+from ops.release import ReleaseOptions
+from ops.stack import GATEWAY, Stack, deploy, down
+from ops.steps import Status
 from tests.conftest import EnvFactory, run_invoke
 
 pytestmark = pytest.mark.integration
@@ -59,21 +61,29 @@ def test_check_mode_changes_nothing(make_env: EnvFactory) -> None:
     assert not (env.state_dir / "run").exists()
 
 
-def test_taken_port_is_a_clear_failure(make_env: EnvFactory) -> None:
+def test_no_free_port_for_a_version_is_a_clear_failure(make_env: EnvFactory) -> None:
     env = make_env("taken")
-    holder = socket.socket()
-    holder.bind((env.service.host, env.service.port))
-    holder.listen()
+    holders = []
+    for port in env.service_ports:  # something else holds every port a version may take
+        sock = socket.socket()
+        try:
+            sock.bind((env.service.host, port))
+        except OSError:
+            sock.close()
+            continue
+        sock.listen()
+        holders.append(sock)
     out = io.StringIO()
     try:
         play = deploy(env, out=out)
     finally:
-        holder.close()
+        for sock in holders:
+            sock.close()
         down(env, purge=True, out=io.StringIO())
     assert play.failed
     failed = [r for r in play.results if r.status is Status.FAILED]
     assert failed[0].step == "service"
-    assert f"port {env.service.port}" in failed[0].message and "already in use" in failed[0].message
+    assert "no free port left in the service's port range" in failed[0].message
     assert "failed=1" in recap(out)
 
 
@@ -89,36 +99,66 @@ def test_broken_environment_file_names_file_and_key(tmp_path: Path) -> None:
     assert str(bad) in proc.stderr and "restate.flavour" in proc.stderr
 
 
-def test_changed_handler_set_triggers_reregistration(make_env: EnvFactory) -> None:
+def with_probe(into: Path) -> Path:
+    """A copy of the service that also offers a `Probe` service (one handler, `ping`)."""
+    target = into / "service"
+    shutil.copytree(PROJECT_ROOT / "service", target, ignore=shutil.ignore_patterns("__pycache__"))
+    app = target / "app.py"
+    extra = (
+        'probe = restate.Service("Probe")\n\n\n@probe.handler()\n'
+        "async def ping(ctx: restate.Context) -> str:\n    return 'pong'\n\n\n"
+        "SERVICES.append(probe)\n"
+    )
+    app.write_text(app.read_text().replace("app = restate.app(", extra + "app = restate.app("))
+    return target
+
+
+def test_a_changed_handler_set_is_a_new_version_and_removal_needs_allow_breaking(
+    make_env: EnvFactory, tmp_path: Path
+) -> None:
     env = make_env("rereg")
     stack = Stack(env)
     try:
         assert not deploy(env, out=io.StringIO()).failed
-        # Swap the running service for a build that offers one more service.
-        stack.procs.stop(SERVICE)
-        normal = stack.service_spec()
-        variant = dataclasses.replace(
-            normal,
-            argv=[
-                a.replace("service.app:app", "tests.integration.variant_app:app")
-                for a in normal.argv
-            ],
-        )
-        stack.procs.start(variant)
-        result = stack.registration_step(Context(show_diff=True))
-        assert result.status is Status.CHANGED and "re-registered" in result.message
-        assert "+ service Probe (ping)" in result.diff
-        assert stack.ingress.call("Probe", "ping").json() == "pong"
-        again = stack.registration_step(Context())
-        assert again.status is Status.OK
-        # Back to the normal build: deploy restarts it and registers the smaller set.
+        first = stack.service_instance()
+        # A version with one more service: a new deployment beside the first.
+        options = ReleaseOptions(sources=with_probe(tmp_path), drain_timeout=20)
         out = io.StringIO()
-        play = deploy(env, out=out)
+        play = deploy(env, out=out, diff=True, options=options)
         assert not play.failed, out.getvalue()
         steps = {r.step: r for r in play.results}
         assert steps["service"].status is Status.CHANGED
         assert steps["registration"].status is Status.CHANGED
-        assert "- service Probe" in steps["registration"].diff
+        assert "+ service Probe (ping)" in steps["registration"].diff
+        assert "retired drained version" in steps["retire"].message
+        assert stack.ingress.call("Probe", "ping").json() == "pong"
+        assert stack.service_instance() != first
+        assert not stack.procs.info(first.name).alive
+        assert len(stack.release.deployments()) == 1
+        again = deploy(env, out=io.StringIO(), options=options)
+        assert again.counts()["changed"] == 0
+
+        # Back to the sources without Probe: a removed service is refused...
+        probe_version = stack.service_instance()
+        out = io.StringIO()
+        refused = deploy(env, out=out)
+        assert refused.failed
+        failed = next(r for r in refused.results if r.status is Status.FAILED)
+        assert failed.step == "registration"
+        assert "service Probe removed" in failed.message and "--allow-breaking" in failed.message
+        # ...and changes nothing: the Probe version stays active and alone.
+        assert stack.service_instance() == probe_version
+        alive = [n for n in stack.procs.known() if stack.procs.info(n).alive]
+        assert sorted(alive) == sorted([GATEWAY, "restate-server", probe_version.name])
+        assert stack.ingress.call("Probe", "ping").status_code == 200
+
+        # With --allow-breaking it goes through; the old version drains and is retired.
+        allowed = ReleaseOptions(allow_breaking=True, drain_timeout=20)
+        out = io.StringIO()
+        play = deploy(env, out=out, diff=True, options=allowed)
+        assert not play.failed, out.getvalue()
+        assert "- service Probe" in {r.step: r for r in play.results}["registration"].diff
+        assert "Probe" not in {s["name"] for s in stack.admin.services()}
     finally:
         down(env, purge=True, out=io.StringIO())
 
@@ -130,19 +170,21 @@ def test_check_mode_on_a_drifted_stack_reports_what_deploy_would_do(make_env: En
     try:
         assert not deploy(env, out=io.StringIO()).failed
         # The service process died; Restate still lists its deployment.
-        stack.procs.stop(SERVICE)
+        instance = stack.service_instance()
+        stack.procs.stop(instance.name)
         out = io.StringIO()
         steps = {r.step: r for r in deploy(env, check=True, out=out).results}
         assert [r.status for r in steps.values()].count(Status.FAILED) == 0, out.getvalue()
         assert steps["service"].status is Status.CHANGED
-        assert steps["registration"].status is Status.SKIPPED
-        assert "once the service restarts" in steps["registration"].message
+        assert "would restart" in steps["service"].message
+        assert steps["registration"].status is Status.OK  # same version, still registered
         assert steps["smoke"].status is Status.SKIPPED and "service" in steps["smoke"].message
-        assert not stack.procs.info(SERVICE).alive
+        assert not stack.procs.info(instance.name).alive
 
         # The service runs but its deployment was removed.
         assert not deploy(env, out=io.StringIO()).failed
-        found = stack.admin.find_deployment(stack.registration_uri)
+        uri = stack.release.uri(instance)
+        found = stack.admin.find_deployment(uri)
         assert found is not None
         stack.admin.delete_deployment(found["id"])
         out = io.StringIO()
@@ -150,6 +192,6 @@ def test_check_mode_on_a_drifted_stack_reports_what_deploy_would_do(make_env: En
         assert steps["registration"].status is Status.CHANGED, out.getvalue()
         assert steps["smoke"].status is Status.SKIPPED, out.getvalue()
         assert "registration" in steps["smoke"].message
-        assert stack.admin.find_deployment(stack.registration_uri) is None
+        assert stack.admin.find_deployment(uri) is None
     finally:
         down(env, purge=True, out=io.StringIO())
