@@ -953,7 +953,7 @@ def unsigned(cx: ChaosContext) -> str:
         raise Skip("request signing is off in this environment")
     if cx.env.service_mode == "connect":
         raise Skip("the service has no URL of its own in connect mode")
-    svc = cx.env.service.url
+    svc = cx.stack.release.uri(cx.stack.service_instance()).rstrip("/")
     headers = {"content-type": "application/vnd.restate.invocation.v1"}
     manifest = {"accept": "application/vnd.restate.endpointmanifest.v1+json"}
     forged = {**headers, "x-restate-signature-scheme": "v1", "x-restate-jwt-v1": "forged"}

@@ -13,7 +13,7 @@ import re
 import sys
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cached_property
@@ -64,13 +64,19 @@ class Release:
         self,
         env: Environment,
         procs: ProcessManager,
-        settings: Mapping[str, str],
+        settings: Callable[[], Mapping[str, str]],
         options: ReleaseOptions | None = None,
     ) -> None:
         self.env = env
         self.procs = procs
-        self.settings = dict(settings)  # what the service is given: part of its version
+        self._settings = settings
         self.options = options or ReleaseOptions()
+
+    @cached_property
+    def settings(self) -> dict[str, str]:
+        """What the service is given (part of its version), read at first use: after
+        deploy's earlier steps, such as the signing key's."""
+        return dict(self._settings())
 
     @cached_property
     def admin(self) -> AdminClient:

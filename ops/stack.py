@@ -61,7 +61,7 @@ class Stack:
     @cached_property
     def release(self) -> Release:
         """The service's versions: facts, plan, and the deploy steps that act on them."""
-        return Release(self.env, self.procs, self.service_env(), self.options)
+        return Release(self.env, self.procs, self.service_env, self.options)
 
     @property
     def version(self) -> str:
