@@ -202,7 +202,9 @@ def require_process(cx: ChaosContext, name: str) -> None:
     try:
         info = cx.stack.procs.info(process_name(cx, name))
     except NexusError as exc:
-        raise Skip(f"{exc}: deploy {env.name} first") from None
+        raise Skip(
+            f"{name} is not running under the toolkit's PID files ({exc}): deploy {env.name} first"
+        ) from None
     if not info.alive:
         raise Skip(f"{name} is not running under the toolkit's PID files: deploy {env.name} first")
 
