@@ -34,7 +34,7 @@ from ops.cluster import node_loss
 from ops.environments import Environment
 from ops.errors import ApiError, NexusError
 from ops.processes import poll_until
-from ops.runtimes import SERVER, BinaryRuntime, ensure_process
+from ops.runtimes import SERVER, BinaryRuntime, DockerRuntime, ensure_process
 from ops.scenarios import SHORT_HOLD_S, CheckFailed, Outcome, Skip, expect, run_checks
 from ops.stack import SERVICE, Stack, deploy
 from ops.steps import Context
@@ -192,8 +192,12 @@ def require_mock_gateway(cx: ChaosContext) -> None:
 def require_process(cx: ChaosContext, name: str) -> None:
     """A process this toolkit runs here, with a live PID file: ours to kill."""
     env = cx.env
-    if name == SERVER and env.runtime != "binary":
-        raise Skip(f"killing restate-server needs runtime = binary (here: {env.runtime})")
+    if name == SERVER and env.runtime not in ("binary", "docker"):
+        raise Skip(f"killing restate-server needs runtime = binary or docker (here: {env.runtime})")
+    if name == SERVER and isinstance(cx.stack.runtime, DockerRuntime):
+        if not cx.stack.runtime.running():
+            raise Skip(f"container {cx.stack.runtime.container} is not running: deploy first")
+        return
     if name == SERVICE:
         if env.runtime == "external":
             raise Skip("the server is external: killing the service here proves nothing local")
@@ -224,9 +228,12 @@ def expect_audit(cx: ChaosContext, prefix: str) -> str:
 def restart(cx: ChaosContext, name: str) -> float:
     """Bring a killed process back with the toolkit's own spec; seconds it took."""
     started = time.monotonic()
+    runtime = cx.stack.runtime
+    if name == SERVER and isinstance(runtime, DockerRuntime):
+        runtime.server(Context())  # recreates the killed container on the same data
+        return time.monotonic() - started
     procs = cx.stack.procs
     procs.stop(process_name(cx, name))  # reaps it, waits for its ports, drops the stale PID file
-    runtime = cx.stack.runtime
     if name == SERVER:
         if not isinstance(runtime, BinaryRuntime):
             raise NexusError(f"cannot restart restate-server of runtime {cx.env.runtime}")
@@ -237,9 +244,22 @@ def restart(cx: ChaosContext, name: str) -> float:
     return time.monotonic() - started
 
 
+def kill_server(cx: ChaosContext) -> str | None:
+    """SIGKILL restate-server: `pid N` or `container NAME` (`docker kill`), None if none ran."""
+    runtime = cx.stack.runtime
+    if isinstance(runtime, DockerRuntime):
+        return f"container {runtime.container}" if runtime.kill() else None
+    pid = cx.stack.procs.kill(SERVER)
+    return None if pid is None else f"pid {pid}"
+
+
 def ensure_running(cx: ChaosContext, name: str) -> None:
     """Cleanup: restart `name` if a scenario left it dead."""
-    if not cx.stack.procs.info(process_name(cx, name)).alive:
+    runtime = cx.stack.runtime
+    if name == SERVER and isinstance(runtime, DockerRuntime):
+        if not runtime.running():
+            restart(cx, name)
+    elif not cx.stack.procs.info(process_name(cx, name)).alive:
         restart(cx, name)
 
 
@@ -467,9 +487,9 @@ def server_crash(cx: ChaosContext) -> str:
     killed_at, killed_wall = time.monotonic(), time.time()
     try:
         time.sleep(2.5)
-        pid = cx.stack.procs.kill(SERVER)
+        killed = kill_server(cx)
         killed_at, killed_wall = time.monotonic(), time.time()
-        expect(pid is not None, "restate-server was not running")
+        expect(killed is not None, "restate-server was not running")
         time.sleep(SERVER_DOWNTIME_S)  # clients meet a closed port meanwhile
         restart(cx, SERVER)
         back = time.monotonic() - killed_at
@@ -507,7 +527,7 @@ def server_crash(cx: ChaosContext) -> str:
     expect(len(seats) >= ok, f"{ok} bookings confirmed but only {len(seats)} seats have state")
     seen = ", ".join(f"{n} x {k}" for k, n in sorted(errors.items())) or "none"
     return (
-        f"killed restate-server pid {pid} under {LOAD_WORKERS} threads; healthy"
+        f"killed restate-server {killed} under {LOAD_WORKERS} threads; healthy"
         f" {back:.1f}s after the kill, first new booking after {first_ok:.1f}s;"
         f" {len(requests)} requests, errors in the crash window: {seen}; re-sent"
         f" {len(undecided)} with their Idempotency-Key ({accepted} had been accepted before"

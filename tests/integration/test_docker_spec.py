@@ -48,3 +48,6 @@ dir = "{tmp_path / "state"}"
     assert "default-num-partitions = 3" in dump
     assert 'base-dir = "/restate-data"' in dump
     assert 'request-identity-private-key-pem-file = "/restate-signing/private.pem"' in dump
+    assert 'node-name = "nexus-dock"' in dump  # fixed: a new container keeps the data
+    assert 'bind-address = "127.0.0.1:18080"' in dump  # ingress
+    assert 'bind-address = "127.0.0.1:19070"' in dump  # admin

@@ -1,0 +1,172 @@
+"""The docker runtime against a real Docker engine and the stand-in image (ops.engine):
+deploy, contract scenarios, data across recreation, a container that dies at once, a
+`docker kill` under load, down and purge. Skipped only where no engine answers, and
+never when NEXUS_REQUIRE_DOCKER is set (CI sets it: `.ci/run` starts the engine)."""
+
+from __future__ import annotations
+
+import io
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from ops import environments, scenarios
+from ops.build import Build
+from ops.chaos import run_chaos
+from ops.engine import IMAGE, build_image, image_present, restate_binary, server_version
+from ops.environments import PROJECT_ROOT, Environment
+from ops.errors import NexusError
+from ops.processes import free_port
+from ops.runtimes import DockerRuntime
+from ops.stack import Stack, deploy, down, status_lines
+from ops.steps import Context
+from tests.conftest import env_toml
+
+pytestmark = pytest.mark.integration
+
+DockerEnv = Callable[..., Environment]
+
+
+@pytest.fixture(scope="module")
+def engine() -> str:
+    """The engine's version, with the stand-in image built on it if it was missing."""
+    version = server_version()
+    if version is None:
+        if os.environ.get("NEXUS_REQUIRE_DOCKER"):
+            pytest.fail("NEXUS_REQUIRE_DOCKER is set, but no Docker engine answers")
+        pytest.skip("no Docker engine answers (`python -m ops.engine up` provides one)")
+    if not image_present(IMAGE):
+        build_image(restate_binary())
+    return version
+
+
+@pytest.fixture
+def docker_env(engine: str, tmp_path: Path) -> Iterator[DockerEnv]:
+    """Write a docker-runtime environment on free ports; every stack made is taken down
+    and purged afterwards."""
+    made: list[Environment] = []
+
+    def factory(name: str = "dock", **kwargs: object) -> Environment:
+        file = tmp_path / f"{name}.toml"
+        text = env_toml(tmp_path / f"state-{name}", **kwargs)  # type: ignore[arg-type]
+        file.write_text(
+            text.replace('runtime = "binary"', f'runtime = "docker"\nimage = "{IMAGE}"')
+        )
+        env = environments.load(str(file), root=PROJECT_ROOT)
+        made.append(env)
+        return env
+
+    yield factory
+    for env in made:
+        down(env, purge=True, out=io.StringIO())
+
+
+def deployed(env: Environment) -> str:
+    """Deploy; the play's output (the test fails with it when a step failed)."""
+    out = io.StringIO()
+    play = deploy(env, out=out)
+    assert not play.failed, out.getvalue()
+    return out.getvalue()
+
+
+def recap(output: str) -> str:
+    return output.strip().splitlines()[-1]
+
+
+def book(stack: Stack, seat: str) -> None:
+    resp = stack.ingress.call(
+        "Checkout", "process", body={"ticketId": seat, "userId": "u1"}, timeout=30
+    )
+    assert resp.status_code == 200, resp.text
+
+
+def seat_status(env: Environment, seat: str) -> str:
+    resp = Stack(env).ingress.call("Ticket", "get", key=seat, timeout=30)
+    assert resp.status_code == 200, resp.text
+    return str(resp.json()["status"])
+
+
+def test_deploy_contract_scenarios_redeploy_status_and_down(docker_env: DockerEnv) -> None:
+    env = docker_env()
+    runtime = DockerRuntime(env)
+    first = deployed(env)
+    assert f"started container {runtime.container}" in first
+    out = io.StringIO()
+    outcomes = scenarios.test_all(env, out=out)
+    assert not [o for o in outcomes if o.status == "failed"], out.getvalue()
+    assert sum(o.status == "passed" for o in outcomes) >= 5, out.getvalue()
+    assert "changed=0 failed=0" in recap(deployed(env))
+    container = "\n".join(status_lines(env))
+    assert f"  {runtime.container}  running  image {IMAGE}" in container
+
+    gone = io.StringIO()
+    down(env, out=gone)
+    assert "failed=0" in recap(gone.getvalue()), gone.getvalue()
+    assert f"container {runtime.container} stopped in" in gone.getvalue()
+    assert runtime.inspect() is None  # no container left, running or stopped
+    assert (env.state_dir / "data" / f"nexus-{env.name}").is_dir()  # data kept
+    purge = io.StringIO()
+    down(env, purge=True, out=purge)
+    assert "failed=0" in recap(purge.getvalue()) and not env.state_dir.exists()
+
+
+def test_bookings_survive_docker_stop_and_a_recreating_settings_change(
+    docker_env: DockerEnv, tmp_path: Path
+) -> None:
+    env = docker_env("keep")
+    deployed(env)
+    runtime = DockerRuntime(env)
+    book(Stack(env), "keep:1")
+
+    stopped = runtime.remove()  # `docker stop` then `docker rm`: as after a reboot
+    assert "stopped in" in stopped and runtime.inspect() is None
+    again = deployed(env)
+    assert f"started container {runtime.container}" in again
+    assert seat_status(env, "keep:1") == "SOLD"
+
+    # A new ingress port changes the container's settings: it is recreated on the data.
+    old = f"http://127.0.0.1:{env.ingress.port}"
+    env.file.write_text(env.file.read_text().replace(old, f"http://127.0.0.1:{free_port()}"))
+    moved = environments.load(str(env.file), root=PROJECT_ROOT)
+    out = deployed(moved)
+    assert "(settings changed)" in out and "recreated container" in out
+    assert seat_status(moved, "keep:1") == "SOLD"
+    book(Stack(moved), "keep:2")
+    assert seat_status(moved, "keep:2") == "SOLD"
+
+
+def test_a_container_that_dies_at_once_is_reported_within_seconds_with_its_log(
+    docker_env: DockerEnv,
+) -> None:
+    env = docker_env("dies")
+    # A file where the node's data folder belongs: restate-server exits at start-up.
+    (env.state_dir / "data").mkdir(parents=True)
+    (env.state_dir / "data" / f"nexus-{env.name}").write_text("not a folder")
+    runtime = DockerRuntime(env)
+    with pytest.raises(NexusError) as failure:
+        runtime.server(Context())
+    message = failure.value.message
+    assert f"container {runtime.container} exited with code" in message
+    seconds = float(message.split(" after `docker run`")[0].rsplit(" ", 1)[-1].rstrip("s"))
+    assert seconds < 10, message
+    assert "failed to create data directory" in message  # the tail of `docker logs`
+
+
+def test_server_crash_chaos_kills_the_container_under_load(docker_env: DockerEnv) -> None:
+    env = docker_env("crash")
+    deployed(env)
+    out = io.StringIO()
+    outcomes = {o.name: o for o in run_chaos(env, "server-crash", out=out)}
+    crash = outcomes["server-crash"]
+    assert crash.status == "passed", out.getvalue()
+    assert f"killed restate-server container {DockerRuntime(env).container}" in crash.detail
+    assert "no invocation left open" in crash.detail
+
+
+def test_build_says_the_base_image_is_absent_and_pulls_nothing(engine: str) -> None:
+    build = Build(PROJECT_ROOT, base="nexus-local/absent-base:never")
+    with pytest.raises(NexusError, match="is not on this Docker engine") as failure:
+        build.image_step(Context())
+    assert "does not pull it" in failure.value.message
