@@ -31,6 +31,8 @@ BENCH_SCRIPTS = ("noop", "saga")
 FLASH_SALE = "flash-sale"
 # Scripts that need an arrival rate (--rate): the open model is what they measure.
 RATE_SCRIPTS = (FLASH_SALE,)
+# Scripts with a fixed executor of their own, which an arrival rate would not change.
+NO_RATE_SCRIPTS = ("hot-seat", *BENCH_SCRIPTS)
 
 
 def script_path(name: str) -> Path:
@@ -171,6 +173,8 @@ def drive(
     event = "bench" if script in BENCH_SCRIPTS else "sale" if script == FLASH_SALE else "load"
     if script in RATE_SCRIPTS and rate is None:
         raise NexusError(f"the {script} script needs --rate (buyers arriving per second)")
+    if script in NO_RATE_SCRIPTS and rate is not None:
+        raise NexusError(f"the {script} script runs its own fixed users: --rate does not apply")
     try:
         binary = k6.k6_binary(k6_path)
         outputs = [k6.parse_output(spec) for spec in k6_outputs]
