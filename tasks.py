@@ -13,6 +13,7 @@ from invoke import Context, Exit, task
 from ops import audit as audit_mod
 from ops import chaos as chaos_mod
 from ops import environments, scenarios
+from ops import k6 as k6run
 from ops import load as loadrun
 from ops.build import Build
 from ops.environments import PROJECT_ROOT
@@ -128,45 +129,64 @@ def test_all(c: Context, env: str = "local", junit: str = "") -> None:
 
 
 @task(
+    iterable=["threshold", "k6_out"],
     help={
         "env": ENV_HELP,
-        "vus": "virtual users (default 10)",
+        "vus": "closed model: looping virtual users (default 10); with --rate: the VUs"
+        " pre-allocated, also the most in flight (default: the rate)",
+        "rate": "open model: checkouts (buyers) arriving per second, answered or not;"
+        " arrivals with no free VU are counted as dropped iterations",
         "duration": "hold duration, k6 format (default 30s)",
-        "script": "checkout (default), hot-seat, or a path to a .js file",
-        "seats": "seats to pick from at random (default 100)",
-        "ramp": "ramp-up and ramp-down time (default 2s)",
+        "script": "checkout (default), hot-seat, flash-sale (needs --rate), or a .js file",
+        "seats": "checkout: seats to pick from at random; flash-sale: seats on sale (default 100)",
+        "ramp": "ramp-up and ramp-down time (default 2s; flash-sale 0s: the sale opens at once)",
         "out": "write the JSON summary (with the audit) to this file",
         "report": "write k6's HTML dashboard report to this file",
         "mix": "payment methods: default (80% success, 10% decline, 10% error) or success",
         "gateway_latency": "mock gateway: answer each charge after this many ms during the run",
-    }
+        "threshold": "repeatable: a k6 threshold checked by k6, [METRIC:]EXPR, e.g. p(99)<250"
+        " (checkout latency) or checkout_duration_sold_out:p(99)<100",
+        "k6": f"the k6 executable to run (default: ${k6run.K6_ENV}, else the k6 wheel's)",
+        "k6_out": "repeatable: a k6 output, e.g. json=run.json or csv=run.csv",
+    },
 )
 def load(
     c: Context,
     env: str = "local",
-    vus: int = 10,
+    vus: int = 0,
     duration: str = "30s",
     script: str = "checkout",
     seats: int = 100,
-    ramp: str = "2s",
+    ramp: str = "",
     out: str = "",
     report: str = "",
     mix: str = "default",
     gateway_latency: str = "",
+    rate: int = 0,
+    threshold: list[str] | None = None,
+    k6: str = "",
+    k6_out: list[str] | None = None,
 ) -> None:
-    """Run a k6 load through the environment's ingress, then audit what it booked."""
+    """Run a k6 load (closed with --vus, open with --rate) through the environment's
+    ingress, then audit what it booked."""
     environment = _env(env)
     latency = _milliseconds("--gateway-latency", gateway_latency) if gateway_latency else None
+    if rate < 0 or vus < 0:
+        raise Exit("error: --rate and --vus must be positive", code=2)
     with _errors(), loadrun.gateway_latency(environment, latency):
         run = loadrun.drive(
             environment,
-            vus=vus,
+            vus=vus or rate or 10,
             duration=duration,
             script=script,
             seats=seats,
-            ramp=ramp,
+            ramp=ramp or ("0s" if script == loadrun.FLASH_SALE else "2s"),
             mix=mix,
             report_html=Path(report) if report else None,
+            rate=rate or None,
+            thresholds=threshold or [],
+            k6_path=k6 or None,
+            k6_outputs=k6_out or [],
         )
         result = loadrun.audit_run(environment, run)
     loadrun.print_result(result)

@@ -1,8 +1,10 @@
-// Nexus checkout load: ramp up / hold / ramp down of POST {base}/Checkout/process.
+// Nexus checkout load: ramp up / hold / ramp down of POST {base}/Checkout/process, either
+// NEXUS_VUS looping users (closed model) or, with NEXUS_RATE, that many arrivals per second
+// from at most NEXUS_VUS users (open model; see loadScenario in lib/outcomes.js).
 //
 // Configured only by environment variables (see lib/outcomes.js): NEXUS_BASE_URLS (required),
-// NEXUS_TOKEN, NEXUS_VUS, NEXUS_DURATION, NEXUS_RAMP, NEXUS_SEATS, NEXUS_RUN_ID, NEXUS_EVENT,
-// NEXUS_MIX, NEXUS_SEAT_MODE, NEXUS_SUMMARY_FILE.
+// NEXUS_TOKEN, NEXUS_VUS, NEXUS_RATE, NEXUS_DURATION, NEXUS_RAMP, NEXUS_SEATS, NEXUS_RUN_ID,
+// NEXUS_EVENT, NEXUS_MIX, NEXUS_SEAT_MODE, NEXUS_THRESHOLDS, NEXUS_SUMMARY_FILE.
 //
 // Summary mechanism: handleSummary() (shared, lib/outcomes.js) writes k6's whole summary
 // object as JSON to the path in NEXUS_SUMMARY_FILE and prints a short text summary on stdout.
@@ -19,11 +21,12 @@ import http from 'k6/http';
 import {
   CONFIG,
   SUMMARY_TREND_STATS,
-  isZeroDuration,
+  loadScenario,
   pickPayment,
   pickTicket,
   post,
   resolveRunId,
+  thresholds,
   userId,
 } from './lib/outcomes.js';
 
@@ -31,33 +34,16 @@ export { handleSummary } from './lib/outcomes.js';
 
 http.setResponseCallback(http.expectedStatuses(200, 402, 409, 502, 503));
 
-const stages = isZeroDuration(CONFIG.ramp)
-  ? [{ duration: CONFIG.duration, target: CONFIG.vus }]
-  : [
-      { duration: CONFIG.ramp, target: CONFIG.vus },
-      { duration: CONFIG.duration, target: CONFIG.vus },
-      { duration: CONFIG.ramp, target: 0 },
-    ];
-
 export const options = {
-  scenarios: {
-    checkout: {
-      executor: 'ramping-vus',
-      startVUs: isZeroDuration(CONFIG.ramp) ? CONFIG.vus : 0,
-      stages,
-      gracefulRampDown: '10s',
-      gracefulStop: '10s',
-    },
-  },
-  thresholds: {
-    outcome_unexpected: ['count==0'],
-  },
+  scenarios: { checkout: loadScenario(CONFIG.ramp) },
+  thresholds: thresholds({ outcome_unexpected: ['count==0'] }),
   summaryTrendStats: SUMMARY_TREND_STATS,
 };
 
 export function setup() {
   const runId = resolveRunId();
-  console.log(`checkout run ${runId}: ${CONFIG.vus} VUs, seats ${CONFIG.seats} (${CONFIG.seatMode}), mix ${CONFIG.mix}`);
+  const load = CONFIG.rate === null ? `${CONFIG.vus} VUs` : `${CONFIG.rate}/s from up to ${CONFIG.vus} VUs`;
+  console.log(`checkout run ${runId}: ${load}, seats ${CONFIG.seats} (${CONFIG.seatMode}), mix ${CONFIG.mix}`);
   return { runId };
 }
 

@@ -4,7 +4,15 @@
 // (NEXUS_DURATION is the maximum duration; NEXUS_RAMP, NEXUS_SEATS, NEXUS_MIX and
 // NEXUS_SEAT_MODE do not apply).
 import http from 'k6/http';
-import { CONFIG, SUMMARY_TREND_STATS, eventId, post, resolveRunId, userId } from './lib/outcomes.js';
+import {
+  CONFIG,
+  SUMMARY_TREND_STATS,
+  eventId,
+  post,
+  resolveRunId,
+  thresholds,
+  userId,
+} from './lib/outcomes.js';
 
 export { handleSummary } from './lib/outcomes.js';
 
@@ -20,11 +28,11 @@ export const options = {
       gracefulStop: '10s',
     },
   },
-  thresholds: {
+  thresholds: thresholds({
     outcome_unexpected: ['count==0'],
     // more than one confirmed booking of a single seat is an oversell
     outcome_confirmed: ['count<=1'],
-  },
+  }),
   summaryTrendStats: SUMMARY_TREND_STATS,
 };
 

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import io
+import json
+import os
 import time
 import uuid
+from pathlib import Path
 
 import httpx
 import pytest
 
+from ops import k6
 from ops.admin import AdminClient, GatewayClient
 from ops.audit import audit, check, checkouts_in_flight
 from ops.errors import ApiError
@@ -16,6 +20,7 @@ from ops.load import BENCH, audit_run, bench, bench_lines, drive, gateway_latenc
 from ops.processes import poll_until
 from ops.stack import Stack
 from service.models import TicketState, TicketStatus
+from tests.conftest import run_invoke
 from tests.integration.inflight import checkout_in_flight
 from tests.streams import CtrlCOnProgress
 
@@ -41,6 +46,83 @@ def test_short_load_sees_every_business_outcome_and_audits_clean(stack: Stack) -
     for key in ("checkouts_per_s", "p50_ms", "p95_ms", "p99_ms", "outcomes", "audit"):
         assert key in data
     assert data["audit"]["ok"] is True
+
+
+def test_a_short_flash_sale_sells_every_seat_once_and_audits_clean(stack: Stack) -> None:
+    out = io.StringIO()
+    # 40 buyers/s for 5 s on 20 seats: 10 buyers per seat, the default payment mix.
+    run = drive(
+        stack.env,
+        script="flash-sale",
+        seats=20,
+        rate=40,
+        vus=40,
+        duration="5s",
+        ramp="0s",
+        out=out,
+    )
+    result = audit_run(stack.env, run)
+    assert result.sale is not None, out.getvalue()[-3000:]
+    assert result.sale.sold == 20 and result.sale.sold_out, result.summary.outcomes
+    assert result.audit.ok, result.audit.violations
+    checked = result.audit.checked
+    assert checked["sold"] == 20 and checked["sold_outside_the_sale"] == 0
+    assert checked["sold_with_one_live_charge"] == 20 and checked["seats_paid_twice"] == 0
+    assert checked["live_charges_of_buyers_without_a_seat"] == 0
+    assert checked["live_charges"] == 20  # declined and failed buyers' charges are undone
+    assert result.summary.outcomes["sold_out"] > 0 and result.summary.outcomes["unexpected"] == 0
+    assert result.sale.sellout_s is not None and 0 < result.sale.sellout_s < 15
+    assert result.sale.winners["count"] == 20 and result.sale.winners["p99_ms"] > 0
+    assert result.sale.refused["count"] == result.summary.outcomes["sold_out"]
+    assert result.ok, result.problems()
+    data = result.to_dict()
+    for key in ("sellout_s", "sold", "seats", "winners", "refused", "outcomes"):
+        assert key in data
+    assert data["dropped_iterations"] == result.summary.dropped_iterations
+    assert data["audit"]["ok"] is True
+
+
+def test_a_crossed_threshold_fails_invoke_load_naming_it(stack: Stack, tmp_path: Path) -> None:
+    points = tmp_path / "points.json"
+    summary = tmp_path / "s.json"
+    wheel_k6 = str(k6.k6_binary())
+    env = {**os.environ, "NEXUS_K6": wheel_k6}
+    proc = run_invoke(
+        "load",
+        "--env",
+        str(stack.env.file),
+        "--rate",
+        "5",
+        "--vus",
+        "4",
+        "--duration",
+        "2s",
+        "--seats",
+        "50",
+        "--mix",
+        "success",
+        "--threshold",
+        "p(99)<0.001",
+        "--threshold",
+        "outcome_unexpected:count<100",
+        "--k6-out",
+        f"json={points}",
+        "--out",
+        str(summary),
+        env=env,
+        timeout=120,
+    )
+    text = proc.stdout + proc.stderr
+    assert proc.returncode == 1, text[-3000:]
+    assert "threshold crossed: checkout_duration p(99)<0.001" in text
+    assert f"k6 {wheel_k6}" in text  # NEXUS_K6 chose the k6
+    data = json.loads(summary.read_text())
+    crossed = [t for t in data["thresholds"] if not t["ok"]]
+    assert crossed == [{"metric": "checkout_duration", "expression": "p(99)<0.001", "ok": False}]
+    assert data["audit"]["ok"] is True  # the bookings themselves were fine
+    samples = [json.loads(line) for line in points.read_text().splitlines()]
+    tagged = {s["data"]["tags"].get("testid") for s in samples if s["type"] == "Point"}
+    assert tagged == {data["run_id"]}
 
 
 def test_a_load_stopped_by_ctrl_c_is_still_audited_and_fails(stack: Stack) -> None:
@@ -200,7 +282,14 @@ def test_short_bench_measures_three_phases_and_cleans_up(stack: Stack) -> None:
     assert result["ok"] is True and result["problems"] == []
     for phase in ("cpu_noop_s", "cpu_saga_s", "cpu_checkout_s"):
         assert result[phase]["restate-server"] > 0 and result[phase]["service"] > 0
+        assert "gateway" in result[phase]  # every phase counts the same three processes
+    assert result["cpu_ms_per_noop"] > 0 and result["cpu_ms_per_checkout"] > 0
+    assert result["checkout_cost_noop_calls"] == pytest.approx(
+        result["cpu_ms_per_checkout"] / result["cpu_ms_per_noop"], rel=0.01
+    )
+    assert result["checkout_cost_noop_calls"] > 1  # a checkout is several Restate calls
     names = {s["name"] for s in stack.admin.services()}
     assert not names & {"Bench", "BenchSeat", "BenchShard"}  # its deployment is removed
     text = "\n".join(bench_lines(result))
     assert "saga skeleton" in text and "cpu_saga_s" in text and "ratio" in text
+    assert "no-op calls of CPU" in text

