@@ -22,7 +22,7 @@ from ops.audit import AuditReport, audit, invocations_open, read_charges, read_t
 from ops.environments import Endpoint, Environment
 from ops.errors import NexusError
 from ops.processes import ProcessInfo, free_port
-from ops.stack import GATEWAY, SERVICE, Stack, asgi_spec
+from ops.stack import GATEWAY, Stack, asgi_spec
 from service.models import TicketStatus
 
 SCRIPTS = Path(__file__).resolve().parent.parent / "loadtest" / "k6"
@@ -522,8 +522,9 @@ SYSTEM_UNDER_TEST = ("restate-server", "service", "gateway")
 
 
 def service_process(stack: Stack) -> ProcessInfo:
-    """The service process that serves the checkouts now (whose CPU the bench counts)."""
-    return stack.procs.info(SERVICE)
+    """The service process that serves the checkouts now (whose CPU the bench counts):
+    the active version's instance."""
+    return stack.procs.info(stack.service_instance().name)
 
 
 def cpu_ms_per_call(cpu: dict[str, float], summary: k6.LoadSummary) -> float:
