@@ -165,6 +165,17 @@ def test_server_crash_chaos_kills_the_container_under_load(docker_env: DockerEnv
     assert "no invocation left open" in crash.detail
 
 
+def test_rollout_on_the_docker_runtime(docker_env: DockerEnv) -> None:
+    """Versions run on the host beside each other; the containerised server reaches each
+    of them (host networking) and drains the old one."""
+    env = docker_env("rollout")
+    deployed(env)
+    out = io.StringIO()
+    outcomes = run_chaos(env, "rollout", out=out)
+    assert outcomes[0].status == "passed", out.getvalue()
+    assert "0 journal mismatches" in outcomes[0].detail
+
+
 def test_build_says_the_base_image_is_absent_and_pulls_nothing(engine: str) -> None:
     build = Build(PROJECT_ROOT, base="nexus-local/absent-base:never")
     with pytest.raises(NexusError, match="is not on this Docker engine") as failure:
