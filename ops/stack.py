@@ -16,7 +16,8 @@ from ops.admin import AdminClient, IngressClient, json_of, signature, signature_
 from ops.environments import Endpoint, Environment
 from ops.errors import ApiError, NexusError, NotConverged
 from ops.processes import ProcessManager, ProcessSpec, http_ready
-from ops.runtimes import ServerRuntime, ensure_process, runtime_for, stop_step
+from ops.runtimes import ServerRuntime, ensure_process, stop_step
+from ops.server_runtime import runtime_for
 from ops.signing import ensure_key_pair, read_key_id
 from ops.steps import Context, Play, Result, StepFn
 

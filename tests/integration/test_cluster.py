@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from ops import environments
-from ops.cluster import ClusterRuntime, node_loss
+from ops.chaos import node_loss
+from ops.cluster import ClusterRuntime
 from ops.environments import PROJECT_ROOT, Environment
 from ops.processes import free_port, group_alive
 from ops.scenarios import Scenarios, run_checks
