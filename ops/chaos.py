@@ -30,12 +30,13 @@ import httpx
 
 from ops.admin import AdminClient, GatewayClient, IngressClient
 from ops.audit import audit, read_tickets
+from ops.checks import CheckFailed, Outcome, Skip, expect, run_checks
 from ops.cluster import ClusterRuntime
 from ops.environments import Environment
 from ops.errors import ApiError, NexusError
 from ops.processes import http_ready, poll_until
 from ops.runtimes import SERVER, BinaryRuntime, ensure_process, wait_until
-from ops.scenarios import SHORT_HOLD_S, CheckFailed, Outcome, Skip, expect, run_checks
+from ops.scenarios import SHORT_HOLD_S
 from ops.stack import SERVICE, Stack, deploy
 from ops.steps import Context
 from service.config import settings as service_defaults

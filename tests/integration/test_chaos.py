@@ -12,8 +12,8 @@ from contextlib import contextmanager
 import pytest
 
 from ops.chaos import run_chaos
+from ops.checks import Outcome, closing_line
 from ops.environments import Environment
-from ops.scenarios import Outcome, closing_line
 from ops.stack import Stack, deploy, down
 from tests.conftest import EnvFactory
 

@@ -14,9 +14,9 @@ from restate import TerminalError
 
 from ops import chaos
 from ops.chaos import ChaosContext, Probe, bad_input_probes, fuzz_probes, run_chaos, select
+from ops.checks import Outcome, Skip
 from ops.environments import Environment, load
 from ops.errors import NexusError
-from ops.scenarios import Outcome, Skip
 from service.checkout import parse_checkout
 from service.validation import check_id, holder_from, parse_json, user_id_from
 
