@@ -1,4 +1,4 @@
-"""Fault injection (ops/chaos.py) against real stacks on loopback: the quick scenarios on
+"""Fault injection (the ops/chaos package) against real stacks on loopback: the quick scenarios on
 the session stack, the signing and crash scenarios on stacks of their own (a killed server
 must not disturb other tests)."""
 

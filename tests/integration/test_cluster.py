@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from ops import environments
-from ops.chaos import node_loss
+from ops.chaos.node_loss import node_loss
 from ops.checks import run_checks
 from ops.cluster import ClusterRuntime
 from ops.environments import PROJECT_ROOT, Environment

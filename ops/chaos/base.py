@@ -1,0 +1,219 @@
+"""What every chaos scenario stands on: the run's context (stack, run id, seats), small
+ingress helpers, preconditions (`require_*`, which skip a scenario that cannot apply),
+and the restart of a process a scenario killed."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
+from functools import cached_property
+from typing import Any, TextIO
+
+from ops.admin import AdminClient, GatewayClient, IngressClient
+from ops.audit import audit
+from ops.checks import Skip, expect
+from ops.environments import Environment
+from ops.errors import ApiError, NexusError
+from ops.runtimes import SERVER, BinaryRuntime, ensure_process
+from ops.stack import SERVICE, Stack
+from ops.steps import Context
+
+CALL_TIMEOUT_S = 90.0
+
+
+@dataclass
+class ChaosContext:
+    """One chaos run against one environment: its stack, run id and output."""
+
+    env: Environment
+    out: TextIO = field(default_factory=lambda: sys.stdout)
+    run_id: str = field(default_factory=lambda: f"{time.strftime('%H%M%S')}{uuid.uuid4().hex[:6]}")
+    details: list[str] = field(default_factory=list)  # the last scenario's full findings
+
+    @cached_property
+    def stack(self) -> Stack:
+        return Stack(self.env)
+
+    @property
+    def prefix(self) -> str:
+        """Every seat of this run starts with it."""
+        return f"chaos-{self.run_id}:"
+
+    def seat(self, label: str) -> str:
+        """A fresh seat id of this run."""
+        return f"{self.prefix}{label}-{uuid.uuid4().hex[:8]}"
+
+    def client(self, timeout: float = CALL_TIMEOUT_S) -> IngressClient:
+        """A new ingress client (one per thread; close it)."""
+        return IngressClient(self.env.ingress.url, self.env.token, timeout=timeout)
+
+    def admin(self) -> AdminClient:
+        return AdminClient(self.env.admin.url, self.env.token)
+
+
+@dataclass
+class Answer:
+    """One HTTP answer, or its absence (`status` None: refused, reset or timed out)."""
+
+    status: int | None
+    text: str
+    seconds: float
+
+    @property
+    def definitive(self) -> bool:
+        """A result the caller can act on: not a transport error, not a 5xx."""
+        return self.status is not None and self.status < 500
+
+    def brief(self) -> str:
+        return f"{self.status or 'no answer'} {self.text[:160]}"
+
+
+def send(
+    client: IngressClient,
+    path: str,
+    body: bytes | None,
+    *,
+    headers: Mapping[str, str] | None = None,
+    content_type: str | None = "application/json",
+    timeout: float = CALL_TIMEOUT_S,
+) -> Answer:
+    """POST `body` to an ingress path; transport failures become `Answer(None, ...)`."""
+    hdrs = dict(headers or {})
+    if content_type and body:
+        hdrs.setdefault("Content-Type", content_type)
+    started = time.monotonic()
+    try:
+        resp = client.request("POST", path, content=body, headers=hdrs, timeout=timeout)
+    except ApiError as exc:  # TokenRejected (401/403) is an answer, not a transport error
+        status = exc.status if exc.status else None
+        return Answer(status, str(exc), time.monotonic() - started)
+    return Answer(resp.status_code, resp.text, time.monotonic() - started)
+
+
+def checkout(
+    client: IngressClient,
+    ticket: str,
+    user: str,
+    *,
+    method: str = "card_success",
+    idempotency_key: str | None = None,
+    timeout: float = CALL_TIMEOUT_S,
+) -> Answer:
+    """`POST /Checkout/process`, optionally with an `Idempotency-Key`."""
+    body = json.dumps({"ticketId": ticket, "userId": user, "paymentMethodId": method}).encode()
+    headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
+    return send(client, "/Checkout/process", body, headers=headers, timeout=timeout)
+
+
+def ticket_state(client: IngressClient, ticket: str) -> dict[str, Any]:
+    """`Ticket/get` of one seat."""
+    resp = client.call("Ticket", "get", key=ticket, timeout=30)
+    expect(resp.status_code == 200, f"Ticket/get {ticket} answered {resp.status_code}")
+    data: dict[str, Any] = resp.json()
+    return data
+
+
+@contextmanager
+def gateway_faults(cx: ChaosContext) -> Iterator[GatewayClient]:
+    """The mock gateway, with its latency restored and any outage ended afterwards."""
+    require_mock_gateway(cx)
+    gw = GatewayClient(cx.env.gateway.url, timeout=10.0)
+    try:
+        saved = float(gw.config().get("latency_ms", 0.0))
+    except NexusError:
+        gw.close()
+        raise
+    try:
+        yield gw
+    finally:
+        try:
+            gw.configure(latency_ms=saved, outage_seconds=0)
+        finally:
+            gw.close()
+
+
+def one_checkout(cx: ChaosContext, ticket: str, user: str) -> Answer:
+    client = cx.client()
+    try:
+        return checkout(client, ticket, user)
+    finally:
+        client.close()
+
+
+# --- preconditions and cleanup -----------------------------------------------------------
+
+
+def require_mock_gateway(cx: ChaosContext) -> None:
+    if cx.env.gateway_mode != "mock":
+        raise Skip(f"needs the mock payment gateway (gateway mode is {cx.env.gateway_mode!r})")
+
+
+def require_process(cx: ChaosContext, name: str) -> None:
+    """A process this toolkit runs here, with a live PID file: ours to kill."""
+    env = cx.env
+    if name == SERVER and env.runtime != "binary":
+        raise Skip(f"killing restate-server needs runtime = binary (here: {env.runtime})")
+    if name == SERVICE:
+        if env.runtime == "external":
+            raise Skip("the server is external: killing the service here proves nothing local")
+        if env.service_mode != "process":
+            raise Skip(f"the toolkit does not run the service (mode {env.service_mode!r})")
+    info = cx.stack.procs.info(name)
+    if not info.alive:
+        raise Skip(f"{name} is not running under the toolkit's PID files: deploy {env.name} first")
+
+
+def expect_audit(cx: ChaosContext, prefix: str) -> str:
+    """The booking invariants over one scenario's seats; their figures."""
+    report = audit(cx.env, prefix=prefix)
+    expect(report.ok, "; ".join(report.violations[:5]))
+    return f"audit ok ({report.checked.get('sold', 0)} sold)"
+
+
+def restart(cx: ChaosContext, name: str) -> float:
+    """Bring a killed process back with the toolkit's own spec; seconds it took."""
+    started = time.monotonic()
+    procs = cx.stack.procs
+    procs.stop(name)  # reaps it, waits for its ports, drops the stale PID file
+    runtime = cx.stack.runtime
+    if name == SERVER:
+        if not isinstance(runtime, BinaryRuntime):
+            raise NexusError(f"cannot restart restate-server of runtime {cx.env.runtime}")
+        spec = runtime.spec()
+    else:
+        spec = cx.stack.service_spec()
+    ensure_process(procs, spec, Context())
+    return time.monotonic() - started
+
+
+def ensure_running(cx: ChaosContext, name: str) -> None:
+    """Cleanup: restart `name` if a scenario left it dead."""
+    if not cx.stack.procs.info(name).alive:
+        restart(cx, name)
+
+
+def invocations(cx: ChaosContext, key_prefix: str) -> list[dict[str, Any]]:
+    """Restate's invocations whose Idempotency-Key starts with `key_prefix`."""
+    escaped = key_prefix.replace("'", "''")
+    admin = cx.admin()
+    try:
+        return admin.query(
+            "SELECT id, idempotency_key, status, created_at FROM sys_invocation"
+            f" WHERE starts_with(idempotency_key, '{escaped}')"
+        )
+    finally:
+        admin.close()
+
+
+def epoch(stamp: str) -> float:
+    """Seconds since the epoch of an RFC 3339 time as Restate's SQL prints it."""
+    return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
+
+
+Scenario = Callable[[ChaosContext], str]
