@@ -14,17 +14,20 @@ from typing import TextIO
 
 import httpx
 
-from ops.errors import NexusError
+from ops.errors import CheckFailed, NexusError, Skip
+
+__all__ = [
+    "Check",
+    "CheckFailed",
+    "Outcome",
+    "Skip",
+    "closing_line",
+    "expect",
+    "run_checks",
+    "write_junit",
+]
 
 Check = tuple[str, Callable[[], str]]
-
-
-class CheckFailed(AssertionError):
-    """A scenario's expectation did not hold."""
-
-
-class Skip(Exception):
-    """A scenario that cannot apply to this environment."""
 
 
 @dataclass
@@ -53,7 +56,7 @@ def run_checks(checks: list[Check], out: TextIO | None = None) -> list[Outcome]:
             outcome = Outcome(name, "passed", fn(), 0.0)
         except Skip as exc:
             outcome = Outcome(name, "skipped", str(exc), 0.0)
-        except (CheckFailed, NexusError, httpx.HTTPError, ValueError, KeyError) as exc:
+        except (NexusError, httpx.HTTPError, ValueError, KeyError) as exc:
             outcome = Outcome(name, "failed", f"{type(exc).__name__}: {exc}", 0.0)
         outcome.seconds = time.monotonic() - started
         outcomes.append(outcome)

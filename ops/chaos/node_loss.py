@@ -16,7 +16,7 @@ from ops.chaos.base import (
 from ops.checks import Skip
 from ops.cluster import ClusterRuntime
 from ops.environments import Environment
-from ops.errors import NexusError
+from ops.errors import NexusError, NodeLossFailed
 from ops.processes import http_ready
 from ops.runtimes import wait_until
 from ops.stack import Stack
@@ -146,10 +146,6 @@ def node_loss(
     if problems:
         raise NodeLossFailed(figures + "\n" + "\n".join(problems[:20]))
     return figures
-
-
-class NodeLossFailed(NexusError):
-    """node-loss found a lost or unresolved booking."""
 
 
 def p99(bookings: list[Booking]) -> float:

@@ -16,7 +16,7 @@ from ops.chaos.crashes import restart_idempotence, server_crash, service_crash
 from ops.chaos.gateway import gateway_outage
 from ops.chaos.node_loss import node_loss_scenario
 from ops.chaos.signing import unsigned
-from ops.checks import CheckFailed, Outcome, Skip, run_checks
+from ops.checks import CheckFailed, Outcome, run_checks
 from ops.environments import Environment
 from ops.errors import NexusError
 
@@ -53,7 +53,7 @@ def _guarded(fn: Scenario, cx: ChaosContext) -> Callable[[], str]:
     def run() -> str:
         try:
             return fn(cx)
-        except (Skip, CheckFailed, NexusError, httpx.HTTPError):
+        except (NexusError, httpx.HTTPError):  # Skip and CheckFailed are NexusErrors
             raise
         except Exception as exc:
             raise CheckFailed(f"{type(exc).__name__}: {exc}") from exc
