@@ -20,7 +20,7 @@ from ops.admin import GatewayClient
 from ops.audit import AuditReport, audit, invocations_open
 from ops.environments import Endpoint, Environment
 from ops.errors import NexusError
-from ops.processes import free_port
+from ops.processes import PGRP, UTIME, free_port, proc_stats
 from ops.stack import GATEWAY, SERVICE, Stack, asgi_spec
 
 SCRIPTS = Path(__file__).resolve().parent.parent / "loadtest" / "k6"
@@ -190,13 +190,9 @@ def cpu_seconds(pgid: int) -> float:
     """User + system CPU of a live process group (a granian supervisor and its worker,
     say) and the children its members reaped, from /proc."""
     total = 0
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[-1].split()
-        except OSError:
-            continue  # exited meanwhile
-        if int(fields[2]) == pgid:
-            total += sum(int(v) for v in fields[11:15])
+    for fields in proc_stats() or []:
+        if int(fields[PGRP]) == pgid:
+            total += sum(int(v) for v in fields[UTIME : UTIME + 4])
     return total / os.sysconf("SC_CLK_TCK")
 
 

@@ -18,6 +18,7 @@ from ops.environments import Environment
 from ops.errors import NexusError, RuntimeUnavailable
 from ops.processes import ProcessManager, ProcessSpec, group_alive, http_ready, poll_until
 from ops.server_config import server_config
+from ops.signing import signing_dir
 from ops.steps import Context, Result, StepFn
 
 Probe = Callable[[], bool]
@@ -199,7 +200,7 @@ class DockerRuntime:
             f"RESTATE_DEFAULT_NUM_PARTITIONS={env.get('restate', 'partitions')}",
         ]
         if env.get("service", "signing"):
-            signing = env.state_dir / "signing"
+            signing = signing_dir(env.state_dir)
             spec += [
                 "--volume",
                 f"{signing}:{Path(self.KEY_IN_CONTAINER).parent}:ro",

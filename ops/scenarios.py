@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import sys
 import time
-import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -17,6 +16,7 @@ import httpx
 from ops.admin import IngressClient
 from ops.checks import Outcome, Skip, expect, run_checks, write_junit
 from ops.environments import Environment
+from ops.ids import fresh_seat, new_run_id
 
 SHORT_HOLD_S = 10.0
 
@@ -26,7 +26,7 @@ class Scenarios:
 
     def __init__(self, env: Environment, *, buyers: int = 20, bulk: int = 40) -> None:
         self.env = env
-        self.run_id = f"{time.strftime('%H%M%S')}{uuid.uuid4().hex[:6]}"
+        self.run_id = new_run_id()
         self.buyers = buyers
         self.bulk = bulk
         self.ingress = IngressClient(env.ingress.url, env.token)
@@ -34,7 +34,7 @@ class Scenarios:
     # --- helpers -----------------------------------------------------------------
 
     def seat(self, label: str) -> str:
-        return f"testall-{self.run_id}:{label}-{uuid.uuid4().hex[:6]}"
+        return fresh_seat(f"testall-{self.run_id}:", label)
 
     def client(self, i: int) -> IngressClient:
         """A fresh client for the i-th concurrent buyer; a cluster's nodes take turns."""
@@ -44,10 +44,7 @@ class Scenarios:
     def checkout(
         self, ticket: str, user: str, method: str | None = None, client: IngressClient | None = None
     ) -> httpx.Response:
-        body: dict[str, Any] = {"ticketId": ticket, "userId": user}
-        if method:
-            body["paymentMethodId"] = method
-        return (client or self.ingress).call("Checkout", "process", body)
+        return (client or self.ingress).checkout(ticket, user, method)
 
     def ticket(self, ticket: str) -> dict[str, Any]:
         resp = self.ingress.call("Ticket", "get", key=ticket)

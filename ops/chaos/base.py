@@ -4,10 +4,8 @@ and the restart of a process a scenario killed."""
 
 from __future__ import annotations
 
-import json
 import sys
 import time
-import uuid
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -20,6 +18,7 @@ from ops.audit import audit
 from ops.checks import Skip, expect
 from ops.environments import Environment
 from ops.errors import ApiError, NexusError
+from ops.ids import fresh_seat, new_run_id
 from ops.runtimes import SERVER, BinaryRuntime, ensure_process
 from ops.stack import SERVICE, Stack
 from ops.steps import Context
@@ -33,7 +32,7 @@ class ChaosContext:
 
     env: Environment
     out: TextIO = field(default_factory=lambda: sys.stdout)
-    run_id: str = field(default_factory=lambda: f"{time.strftime('%H%M%S')}{uuid.uuid4().hex[:6]}")
+    run_id: str = field(default_factory=new_run_id)
     details: list[str] = field(default_factory=list)  # the last scenario's full findings
 
     @cached_property
@@ -47,7 +46,7 @@ class ChaosContext:
 
     def seat(self, label: str) -> str:
         """A fresh seat id of this run."""
-        return f"{self.prefix}{label}-{uuid.uuid4().hex[:8]}"
+        return fresh_seat(self.prefix, label)
 
     def client(self, timeout: float = CALL_TIMEOUT_S) -> IngressClient:
         """A new ingress client (one per thread; close it)."""
@@ -90,10 +89,14 @@ def send(
     started = time.monotonic()
     try:
         resp = client.request("POST", path, content=body, headers=hdrs, timeout=timeout)
-    except ApiError as exc:  # TokenRejected (401/403) is an answer, not a transport error
-        status = exc.status if exc.status else None
-        return Answer(status, str(exc), time.monotonic() - started)
+    except ApiError as exc:
+        return _failed(exc, started)
     return Answer(resp.status_code, resp.text, time.monotonic() - started)
+
+
+def _failed(exc: ApiError, started: float) -> Answer:
+    """An ApiError as an answer: TokenRejected (401/403) is one, a transport error is not."""
+    return Answer(exc.status if exc.status else None, str(exc), time.monotonic() - started)
 
 
 def checkout(
@@ -105,10 +108,15 @@ def checkout(
     idempotency_key: str | None = None,
     timeout: float = CALL_TIMEOUT_S,
 ) -> Answer:
-    """`POST /Checkout/process`, optionally with an `Idempotency-Key`."""
-    body = json.dumps({"ticketId": ticket, "userId": user, "paymentMethodId": method}).encode()
-    headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
-    return send(client, "/Checkout/process", body, headers=headers, timeout=timeout)
+    """`IngressClient.checkout`, timed; transport failures become `Answer(None, ...)`."""
+    started = time.monotonic()
+    try:
+        resp = client.checkout(
+            ticket, user, method, idempotency_key=idempotency_key, timeout=timeout
+        )
+    except ApiError as exc:
+        return _failed(exc, started)
+    return Answer(resp.status_code, resp.text, time.monotonic() - started)
 
 
 def ticket_state(client: IngressClient, ticket: str) -> dict[str, Any]:

@@ -3,7 +3,9 @@ retry budget."""
 
 from __future__ import annotations
 
+import os
 import time
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 
 from ops.chaos.base import (
@@ -17,7 +19,7 @@ from ops.chaos.base import (
 )
 from ops.checks import expect
 from ops.processes import poll_until
-from service.config import settings as service_defaults
+from service.config import Settings
 from service.payment import backoff_delays
 
 SHORT_OUTAGE_S = 1.0  # shorter than the payment client's retry budget (~1.75 s)
@@ -25,17 +27,23 @@ LONG_OUTAGE_S = 6.0  # longer than it
 OUTAGE_BOOKINGS = 4
 
 
-def payment_budget_s() -> float:
-    """How long the payment client keeps retrying a failing gateway (sum of its pauses)."""
-    return sum(
-        backoff_delays(service_defaults.payment_attempts, service_defaults.payment_backoff_s)
-    )
+def payment_budget_s(service_environ: Mapping[str, str]) -> float:
+    """How long the service's payment client keeps retrying a failing gateway (the sum of
+    its pauses), from the variables the service process is given."""
+    settings = Settings.from_env(service_environ)
+    return sum(backoff_delays(settings.payment_attempts, settings.payment_backoff_s))
+
+
+def service_environ(cx: ChaosContext) -> dict[str, str]:
+    """What the service reads its settings from: the environment the toolkit's children
+    inherit, under the variables the stack sets for the service."""
+    return {**os.environ, **cx.stack.service_env()}
 
 
 def gateway_outage(cx: ChaosContext) -> str:
     """A short outage is ridden out by retries; a long one ends in 502 and released seats."""
     require_mock_gateway(cx)
-    budget = payment_budget_s()
+    budget = payment_budget_s(service_environ(cx))
     client = cx.client()
     try:
         with gateway_faults(cx) as gw, ThreadPoolExecutor(OUTAGE_BOOKINGS) as pool:

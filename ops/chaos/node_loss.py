@@ -7,8 +7,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-import httpx
-
+from ops.admin import IngressClient
 from ops.audit import audit
 from ops.chaos.base import (
     ChaosContext,
@@ -16,7 +15,8 @@ from ops.chaos.base import (
 from ops.checks import Skip
 from ops.cluster import ClusterRuntime
 from ops.environments import Environment
-from ops.errors import NexusError, NodeLossFailed
+from ops.errors import ApiError, NexusError, NodeLossFailed, TokenRejected
+from ops.ids import new_run_id
 from ops.processes import http_ready
 from ops.runtimes import wait_until
 from ops.stack import Stack
@@ -58,7 +58,7 @@ def node_loss(
     if not stack.procs.info(dead.process).alive:
         raise NexusError(f"{dead.name} is not running: deploy the cluster first")
     urls = [n.ingress_url for n in runtime.nodes]
-    run = time.strftime("%H%M%S")
+    run = new_run_id()
     prefix = f"nodeloss-{run}:"
     errors_at: dict[str, int] = {u: 0 for u in urls}
     bookings: list[Booking] = []
@@ -68,7 +68,7 @@ def node_loss(
     stop_loading = False
 
     def worker(w: int) -> None:
-        client = httpx.Client(timeout=30.0)
+        clients = [IngressClient(url, env.token, timeout=30.0) for url in urls]
         i = 0
         try:
             while not stop_loading and time.monotonic() - t0 < duration:
@@ -77,27 +77,25 @@ def node_loss(
                 node = (w + i) % len(urls)
                 deadline = b.started + 90
                 while time.monotonic() < deadline:
-                    url = urls[node]
                     try:
-                        resp = client.post(
-                            f"{url}/Checkout/process",
-                            json={"ticketId": b.seat, "userId": b.user},
-                            headers={"Idempotency-Key": b.key},
-                        )
+                        resp = clients[node].checkout(b.seat, b.user, idempotency_key=b.key)
                         if resp.status_code < 500:
                             b.status = resp.status_code
                             break
-                    except httpx.HTTPError:
+                    except TokenRejected:
+                        raise
+                    except ApiError:  # the node is down: no answer
                         pass
                     b.errors += 1
-                    errors_at[url] += 1
+                    errors_at[urls[node]] += 1
                     node = (node + 1) % len(urls)
                     time.sleep(0.2)
                 b.latency_ms = (time.monotonic() - b.started) * 1000
                 bookings.append(b)
                 i += 1
         finally:
-            client.close()
+            for client in clients:
+                client.close()
 
     with ThreadPoolExecutor(workers) as pool:
         futures = [pool.submit(worker, w) for w in range(workers)]
@@ -119,10 +117,10 @@ def node_loss(
     unresolved = [b for b in bookings if b.status == 0]
     confirmed = [b for b in bookings if b.status == 200]
     lost: list[str] = []
-    checker = httpx.Client(timeout=30.0)
+    checker = IngressClient(urls[0], env.token, timeout=30.0)
     try:
         for b in confirmed:
-            state = checker.post(f"{urls[0]}/Ticket/{b.seat}/get").json()
+            state = checker.call("Ticket", "get", key=b.seat).json()
             if state.get("status") != "SOLD" or state.get("reservedBy") != b.user:
                 lost.append(f"{b.seat}: confirmed to {b.user} but {state}")
     finally:

@@ -15,11 +15,12 @@ from restate import TerminalError
 from ops import chaos
 from ops.chaos import ChaosContext, run_chaos, select
 from ops.chaos.bad_input import Probe, _j, bad_input_probes, describe, fuzz_probes
-from ops.chaos.gateway import LONG_OUTAGE_S, SHORT_OUTAGE_S, payment_budget_s
+from ops.chaos.gateway import LONG_OUTAGE_S, SHORT_OUTAGE_S, payment_budget_s, service_environ
 from ops.chaos.node_loss import node_loss_scenario
 from ops.checks import Outcome, Skip
 from ops.environments import Environment, load
 from ops.errors import NexusError
+from service import settings_names as names
 from service.checkout import parse_checkout
 from service.validation import check_id, holder_from, parse_json, user_id_from
 
@@ -198,9 +199,21 @@ def test_an_unexpected_exception_is_a_failed_scenario(
 
 
 def test_payment_budget_is_shorter_than_the_long_outage() -> None:
-    budget = payment_budget_s()
+    budget = payment_budget_s({})  # the service's defaults
     assert budget == pytest.approx(1.75)
     assert SHORT_OUTAGE_S < budget < LONG_OUTAGE_S
+
+
+def test_payment_budget_comes_from_what_the_service_is_given(
+    local: Environment, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    given = {names.PAYMENT_ATTEMPTS: "3", names.PAYMENT_BACKOFF_S: "1"}
+    assert payment_budget_s(given) == pytest.approx(1.0 + 2.0)
+    monkeypatch.setenv(names.PAYMENT_ATTEMPTS, "2")  # inherited by the service process
+    environ = service_environ(ChaosContext(local))
+    assert environ[names.PAYMENT_ATTEMPTS] == "2"
+    assert environ[names.HOLD_SECONDS] == "900"  # the stack's own setting for the service
+    assert payment_budget_s(environ) == pytest.approx(0.25)
 
 
 # --- the malformed-input corpus ----------------------------------------------------------------
