@@ -57,7 +57,7 @@ class ChaosContext:
 
 
 @dataclass
-class Answer:
+class Reply:
     """One HTTP answer, or its absence (`status` None: refused, reset or timed out)."""
 
     status: int | None
@@ -81,8 +81,8 @@ def send(
     headers: Mapping[str, str] | None = None,
     content_type: str | None = "application/json",
     timeout: float = CALL_TIMEOUT_S,
-) -> Answer:
-    """POST `body` to an ingress path; transport failures become `Answer(None, ...)`."""
+) -> Reply:
+    """POST `body` to an ingress path; transport failures become `Reply(None, ...)`."""
     hdrs = dict(headers or {})
     if content_type and body:
         hdrs.setdefault("Content-Type", content_type)
@@ -91,12 +91,12 @@ def send(
         resp = client.request("POST", path, content=body, headers=hdrs, timeout=timeout)
     except ApiError as exc:
         return _failed(exc, started)
-    return Answer(resp.status_code, resp.text, time.monotonic() - started)
+    return Reply(resp.status_code, resp.text, time.monotonic() - started)
 
 
-def _failed(exc: ApiError, started: float) -> Answer:
+def _failed(exc: ApiError, started: float) -> Reply:
     """An ApiError as an answer: TokenRejected (401/403) is one, a transport error is not."""
-    return Answer(exc.status if exc.status else None, str(exc), time.monotonic() - started)
+    return Reply(exc.status if exc.status else None, str(exc), time.monotonic() - started)
 
 
 def checkout(
@@ -107,8 +107,8 @@ def checkout(
     method: str = "card_success",
     idempotency_key: str | None = None,
     timeout: float = CALL_TIMEOUT_S,
-) -> Answer:
-    """`IngressClient.checkout`, timed; transport failures become `Answer(None, ...)`."""
+) -> Reply:
+    """`IngressClient.checkout`, timed; transport failures become `Reply(None, ...)`."""
     started = time.monotonic()
     try:
         resp = client.checkout(
@@ -116,7 +116,7 @@ def checkout(
         )
     except ApiError as exc:
         return _failed(exc, started)
-    return Answer(resp.status_code, resp.text, time.monotonic() - started)
+    return Reply(resp.status_code, resp.text, time.monotonic() - started)
 
 
 def ticket_state(client: IngressClient, ticket: str) -> dict[str, Any]:
@@ -146,7 +146,7 @@ def gateway_faults(cx: ChaosContext) -> Iterator[GatewayClient]:
             gw.close()
 
 
-def one_checkout(cx: ChaosContext, ticket: str, user: str) -> Answer:
+def one_checkout(cx: ChaosContext, ticket: str, user: str) -> Reply:
     client = cx.client()
     try:
         return checkout(client, ticket, user)

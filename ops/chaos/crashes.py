@@ -15,8 +15,8 @@ from pathlib import Path
 from ops.audit import read_tickets
 from ops.chaos.base import (
     CALL_TIMEOUT_S,
-    Answer,
     ChaosContext,
+    Reply,
     checkout,
     ensure_running,
     epoch,
@@ -113,8 +113,8 @@ class LoadRequest:
     user: str
     key: str
     sent_at: float
-    first: Answer
-    final: Answer | None = None
+    first: Reply
+    final: Reply | None = None
 
 
 class BackgroundLoad:
