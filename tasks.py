@@ -10,18 +10,15 @@ from pathlib import Path
 
 from invoke import Context, Exit, task
 
-from ops import audit as audit_mod
-from ops import chaos as chaos_mod
+import ops.audit
+import ops.chaos
+import ops.load
+import ops.stack
+import ops.steps
 from ops import environments, scenarios
-from ops import load as loadrun
 from ops.build import Build
 from ops.environments import PROJECT_ROOT
 from ops.errors import NexusError
-from ops.stack import deploy as deploy_play
-from ops.stack import down as down_play
-from ops.stack import status_lines
-from ops.steps import Context as StepContext
-from ops.steps import Play
 
 ENV_HELP = "environment name under environments/ (or a path to a .toml file); default: local"
 
@@ -57,7 +54,7 @@ def _env(name: str) -> environments.Environment:
 def deploy(c: Context, env: str = "local", check: bool = False, diff: bool = False) -> None:
     """Converge the environment: server, gateway, service, registration, smoke call."""
     with _errors():
-        play = deploy_play(_env(env), check=check, diff=diff)
+        play = ops.stack.deploy(_env(env), check=check, diff=diff)
     if play.failed:
         raise Exit(code=1)
 
@@ -72,7 +69,7 @@ def deploy(c: Context, env: str = "local", check: bool = False, diff: bool = Fal
 def down(c: Context, env: str = "local", purge: bool = False, check: bool = False) -> None:
     """Stop everything deploy started (no process left behind)."""
     with _errors():
-        play = down_play(_env(env), purge=purge, check=check)
+        play = ops.stack.down(_env(env), purge=purge, check=check)
     if play.failed:
         raise Exit(code=1)
 
@@ -81,7 +78,7 @@ def down(c: Context, env: str = "local", purge: bool = False, check: bool = Fals
 def status(c: Context, env: str = "local") -> None:
     """Server health, deployments, services and handlers, processes with PIDs and ports."""
     with _errors():
-        print("\n".join(status_lines(_env(env))))
+        print("\n".join(ops.stack.status_lines(_env(env))))
 
 
 @task(
@@ -126,8 +123,8 @@ def load(
     """Run a k6 load through the environment's ingress, then audit what it booked."""
     environment = _env(env)
     latency = _milliseconds("--gateway-latency", gateway_latency) if gateway_latency else None
-    with _errors(), loadrun.gateway_latency(environment, latency):
-        run = loadrun.drive(
+    with _errors(), ops.load.gateway_latency(environment, latency):
+        run = ops.load.drive(
             environment,
             vus=vus,
             duration=duration,
@@ -137,10 +134,10 @@ def load(
             mix=mix,
             report_html=Path(report) if report else None,
         )
-        result = loadrun.audit_run(environment, run)
-    loadrun.print_result(result)
+        result = ops.load.audit_run(environment, run)
+    ops.load.print_result(result)
     if out:
-        loadrun.write_json(result.to_dict(), Path(out))
+        ops.load.write_json(result.to_dict(), Path(out))
     if not result.ok:
         code = 130 if result.summary.interrupted else 1  # 130: the shell's code for Ctrl-C
         raise Exit(f"load failed: {'; '.join(result.problems())}", code=code)
@@ -150,7 +147,7 @@ def load(
 def audit(c: Context, env: str = "local", prefix: str = "") -> None:
     """Check the booking invariants in Restate's state and the gateway's charges."""
     with _errors():
-        report = audit_mod.audit(_env(env), prefix=prefix)
+        report = ops.audit.audit(_env(env), prefix=prefix)
     print("\n".join(report.lines()))
     if not report.ok:
         raise Exit(code=1)
@@ -169,10 +166,10 @@ def bench(
 ) -> None:
     """Measure no-op calls vs. full checkouts on this machine: rate, ratio, latency, CPU."""
     with _errors():
-        result = loadrun.bench(_env(env), vus=vus, duration=duration)
-    print("\n".join(loadrun.bench_lines(result)))
+        result = ops.load.bench(_env(env), vus=vus, duration=duration)
+    print("\n".join(ops.load.bench_lines(result)))
     if out:
-        loadrun.write_json(result, Path(out))
+        ops.load.write_json(result, Path(out))
     if not result["ok"]:
         raise Exit("bench figures not valid: a phase had unexpected answers or a bad audit", 1)
 
@@ -181,13 +178,13 @@ def bench(
     help={
         "env": ENV_HELP,
         "scenario": "one scenario or a comma-separated list (default: all): "
-        + ", ".join(chaos_mod.SCENARIOS),
+        + ", ".join(ops.chaos.SCENARIOS),
     }
 )
 def chaos(c: Context, env: str = "local", scenario: str = "") -> None:
     """Inject faults (kills, gateway outage, hot seat, bad input, ...) and check recovery."""
     with _errors():
-        outcomes = chaos_mod.run_chaos(_env(env), scenario or None)
+        outcomes = ops.chaos.run_chaos(_env(env), scenario or None)
     if any(o.status == "failed" for o in outcomes):
         raise Exit(code=1)
 
@@ -195,7 +192,7 @@ def chaos(c: Context, env: str = "local", scenario: str = "") -> None:
 @task(help={"check": "show what would be built, build nothing"})
 def build(c: Context, check: bool = False) -> None:
     """Build a wheel into dist/ and a container context (Dockerfile) for the service."""
-    play = Play("build", StepContext(check=check))
+    play = ops.steps.Play("build", ops.steps.Context(check=check))
     with _errors():
         for name, step in Build(PROJECT_ROOT).steps():
             play.run(name, step)
