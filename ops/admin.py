@@ -206,7 +206,7 @@ class IngressClient(_Client):
 
 
 class GatewayClient:
-    """The mock payment gateway's charge list and fault settings (`ops.mock_gateway`)."""
+    """The mock payment gateway's charge list and fault settings (`ops.programs.mock_gateway`)."""
 
     def __init__(
         self, url: str, *, timeout: float = 30.0, transport: httpx.BaseTransport | None = None

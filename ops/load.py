@@ -237,10 +237,10 @@ def bench(
     endpoint = Endpoint(f"http://{env.service.host}:{free_port(env.service.host)}")
     spec = asgi_spec(
         BENCH,
-        "ops.bench_service:app",
+        "ops.programs.bench_service:app",
         endpoint,
         env.root,
-        sources=Path(__file__).parent / "bench_service.py",
+        sources=Path(__file__).parent / "programs" / "bench_service.py",
     )
     with ExitStack() as undo:  # every step taken is undone, in reverse, even on failure
         undo.enter_context(gateway_latency(env, 0.0))

@@ -110,10 +110,10 @@ class Stack:
     def gateway_spec(self) -> ProcessSpec:
         return asgi_spec(
             GATEWAY,
-            "ops.mock_gateway:app",
+            "ops.programs.mock_gateway:app",
             self.env.gateway,
             self.env.root,
-            sources=self.env.root / "ops" / "mock_gateway.py",
+            sources=self.env.root / "ops" / "programs" / "mock_gateway.py",
             env={
                 "GATEWAY_LATENCY_MS": f"{self.env.get('gateway', 'latency_ms'):g}",
                 "GATEWAY_JOURNAL": str(self.env.state_dir / "gateway" / "journal.jsonl"),
