@@ -10,20 +10,17 @@ from pathlib import Path
 
 from invoke import Context, Exit, task
 
-from ops import audit as audit_mod
-from ops import chaos as chaos_mod
+import ops.audit
+import ops.chaos
+import ops.k6
+import ops.load
+import ops.stack
+import ops.steps
 from ops import environments, scenarios
-from ops import k6 as k6run
-from ops import load as loadrun
 from ops.build import Build
 from ops.environments import PROJECT_ROOT
 from ops.errors import NexusError
 from ops.release import ReleaseOptions
-from ops.stack import deploy as deploy_play
-from ops.stack import down as down_play
-from ops.stack import status_lines
-from ops.steps import Context as StepContext
-from ops.steps import Play
 
 ENV_HELP = "environment name under environments/ (or a path to a .toml file); default: local"
 
@@ -89,7 +86,7 @@ def deploy(
         service_url=service_url,
     )
     with _errors():
-        play = deploy_play(_env(env), check=check, diff=diff, options=options)
+        play = ops.stack.deploy(_env(env), check=check, diff=diff, options=options)
     if play.failed:
         raise Exit(code=1)
 
@@ -104,7 +101,7 @@ def deploy(
 def down(c: Context, env: str = "local", purge: bool = False, check: bool = False) -> None:
     """Stop everything deploy started (no process left behind)."""
     with _errors():
-        play = down_play(_env(env), purge=purge, check=check)
+        play = ops.stack.down(_env(env), purge=purge, check=check)
     if play.failed:
         raise Exit(code=1)
 
@@ -113,7 +110,7 @@ def down(c: Context, env: str = "local", purge: bool = False, check: bool = Fals
 def status(c: Context, env: str = "local") -> None:
     """Server health, deployments, services and handlers, processes with PIDs and ports."""
     with _errors():
-        print("\n".join(status_lines(_env(env))))
+        print("\n".join(ops.stack.status_lines(_env(env))))
 
 
 @task(
@@ -146,7 +143,7 @@ def test_all(c: Context, env: str = "local", junit: str = "") -> None:
         "gateway_latency": "mock gateway: answer each charge after this many ms during the run",
         "threshold": "repeatable: a k6 threshold checked by k6, [METRIC:]EXPR, e.g. p(99)<250"
         " (checkout latency) or checkout_duration_sold_out:p(99)<100",
-        "k6": f"the k6 executable to run (default: ${k6run.K6_ENV}, else the k6 wheel's)",
+        "k6": f"the k6 executable to run (default: ${ops.k6.K6_ENV}, else the k6 wheel's)",
         "k6_out": "repeatable: a k6 output, e.g. json=run.json or csv=run.csv",
     },
 )
@@ -173,14 +170,14 @@ def load(
     latency = _milliseconds("--gateway-latency", gateway_latency) if gateway_latency else None
     if rate < 0 or vus < 0:
         raise Exit("error: --rate and --vus must be positive", code=2)
-    with _errors(), loadrun.gateway_latency(environment, latency):
-        run = loadrun.drive(
+    with _errors(), ops.load.gateway_latency(environment, latency):
+        run = ops.load.drive(
             environment,
             vus=vus or rate or 10,
             duration=duration,
             script=script,
             seats=seats,
-            ramp=ramp or ("0s" if script == loadrun.FLASH_SALE else "2s"),
+            ramp=ramp or ("0s" if script == ops.load.FLASH_SALE else "2s"),
             mix=mix,
             report_html=Path(report) if report else None,
             rate=rate or None,
@@ -188,10 +185,10 @@ def load(
             k6_path=k6 or None,
             k6_outputs=k6_out or [],
         )
-        result = loadrun.audit_run(environment, run)
-    loadrun.print_result(result)
+        result = ops.load.audit_run(environment, run)
+    ops.load.print_result(result)
     if out:
-        loadrun.write_json(result.to_dict(), Path(out))
+        ops.load.write_json(result.to_dict(), Path(out))
     if not result.ok:
         code = 130 if result.summary.interrupted else 1  # 130: the shell's code for Ctrl-C
         raise Exit(f"load failed: {'; '.join(result.problems())}", code=code)
@@ -201,7 +198,7 @@ def load(
 def audit(c: Context, env: str = "local", prefix: str = "") -> None:
     """Check the booking invariants in Restate's state and the gateway's charges."""
     with _errors():
-        report = audit_mod.audit(_env(env), prefix=prefix)
+        report = ops.audit.audit(_env(env), prefix=prefix)
     print("\n".join(report.lines()))
     if not report.ok:
         raise Exit(code=1)
@@ -220,10 +217,10 @@ def bench(
 ) -> None:
     """Measure no-op calls vs. full checkouts on this machine: rate, ratio, latency, CPU."""
     with _errors():
-        result = loadrun.bench(_env(env), vus=vus, duration=duration)
-    print("\n".join(loadrun.bench_lines(result)))
+        result = ops.load.bench(_env(env), vus=vus, duration=duration)
+    print("\n".join(ops.load.bench_lines(result)))
     if out:
-        loadrun.write_json(result, Path(out))
+        ops.load.write_json(result, Path(out))
     if not result["ok"]:
         raise Exit("bench figures not valid: a phase had unexpected answers or a bad audit", 1)
 
@@ -232,13 +229,13 @@ def bench(
     help={
         "env": ENV_HELP,
         "scenario": "one scenario or a comma-separated list (default: all): "
-        + ", ".join(chaos_mod.SCENARIOS),
+        + ", ".join(ops.chaos.SCENARIOS),
     }
 )
 def chaos(c: Context, env: str = "local", scenario: str = "") -> None:
     """Inject faults (kills, gateway outage, hot seat, bad input, ...) and check recovery."""
     with _errors():
-        outcomes = chaos_mod.run_chaos(_env(env), scenario or None)
+        outcomes = ops.chaos.run_chaos(_env(env), scenario or None)
     if any(o.status == "failed" for o in outcomes):
         raise Exit(code=1)
 
@@ -246,7 +243,7 @@ def chaos(c: Context, env: str = "local", scenario: str = "") -> None:
 @task(help={"check": "show what would be built, build nothing"})
 def build(c: Context, check: bool = False) -> None:
     """Build a wheel into dist/ and a container context (Dockerfile) for the service."""
-    play = Play("build", StepContext(check=check))
+    play = ops.steps.Play("build", ops.steps.Context(check=check))
     with _errors():
         for name, step in Build(PROJECT_ROOT).steps():
             play.run(name, step)

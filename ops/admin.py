@@ -222,9 +222,26 @@ class IngressClient(_Client):
         hdrs = {**typed, **dict(headers or {})}
         return self.request("POST", path, content=content, headers=hdrs, timeout=timeout)
 
+    def checkout(
+        self,
+        ticket: str,
+        user: str,
+        method: str | None = None,
+        *,
+        idempotency_key: str | None = None,
+        timeout: float = 30.0,
+    ) -> httpx.Response:
+        """`POST /Checkout/process` as the contract's clients send it; `method` (the
+        paymentMethodId) is left out when None, so the service's default applies."""
+        body: dict[str, str] = {"ticketId": ticket, "userId": user}
+        if method is not None:
+            body["paymentMethodId"] = method
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
+        return self.call("Checkout", "process", body, headers=headers, timeout=timeout)
+
 
 class GatewayClient:
-    """The mock payment gateway's charge list and fault settings (`ops.mock_gateway`)."""
+    """The mock payment gateway's charge list and fault settings (`ops.programs.mock_gateway`)."""
 
     def __init__(
         self, url: str, *, timeout: float = 30.0, transport: httpx.BaseTransport | None = None

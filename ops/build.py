@@ -11,6 +11,7 @@ from pathlib import Path
 from ops.engine import docker, server_version
 from ops.errors import NexusError
 from ops.steps import Context, Result, StepFn
+from service import settings_names as names
 
 BASE_IMAGE = "python:3.11-slim"
 DOCKERFILE = """\
@@ -19,8 +20,8 @@ DOCKERFILE = """\
 FROM {base}
 COPY {wheel} /tmp/
 RUN pip install --no-cache-dir /tmp/{wheel} && rm /tmp/{wheel}
-ENV NEXUS_GATEWAY_URL=http://payment-gateway:9081 \\
-    NEXUS_MAIL_OUTBOX=/var/lib/nexus/outbox
+ENV {gateway_url}=http://payment-gateway:9081 \\
+    {mail_outbox}=/var/lib/nexus/outbox
 EXPOSE 9080
 CMD ["python", "-m", "granian", "--interface", "asginl", "--http", "auto", "--loop", "uvloop", \\
      "--host", "0.0.0.0", "--port", "9080", "service.app:app"]
@@ -72,7 +73,12 @@ class Build:
                 return Result.changed(f"would write a container context into {self.context}")
             raise NexusError("no wheel in dist/ to put into the container context")
         wheel = wheels[-1]
-        wanted = DOCKERFILE.format(wheel=wheel.name, base=self.base)
+        wanted = DOCKERFILE.format(
+            wheel=wheel.name,
+            base=self.base,
+            gateway_url=names.GATEWAY_URL,
+            mail_outbox=names.MAIL_OUTBOX,
+        )
         dockerfile = self.context / "Dockerfile"
         copied = self.context / wheel.name
         current = dockerfile.read_text() if dockerfile.is_file() else ""

@@ -7,18 +7,14 @@ from __future__ import annotations
 import json
 import subprocess
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
-
-from ops.audit import audit
 from ops.environments import Environment
 from ops.errors import NexusError, RuntimeUnavailable
 from ops.processes import ProcessManager, ProcessSpec, http_ready
 from ops.runtimes import BinaryRuntime, npm_install, stop_step, unified, wait_until
-from ops.stack import Stack
+from ops.server_config import Membership, ServerNode, restate_config
 from ops.steps import Context, Result, StepFn
 
 RESTATECTL = "@restatedev/restatectl"
@@ -69,39 +65,20 @@ def nodes(env: Environment) -> list[Node]:
 
 def node_config(env: Environment, node: Node, members: list[Node]) -> str:
     """restate-server's config for one node: the first provisions the cluster."""
-    addresses = ", ".join(f'"{m.address}"' for m in members)
-    lines = [
-        f"# Written by the Nexus toolkit from {env.file} (cluster node {node.index})",
-        f'node-name = "{node.name}"',
-        f'cluster-name = "nexus-{env.name}"',
-        f"force-node-id = {node.index}",
-        f"auto-provision = {'true' if node.index == 1 else 'false'}",
-        f"default-replication = {env.get('cluster', 'replication')}",
-        f"default-num-partitions = {env.get('restate', 'partitions')}",
-        f'base-dir = "{env.state_dir / "data" / node.name}"',
-        f'bind-address = "{node.host}:{node.node_port}"',
-        f'advertised-address = "{node.address}"',
-        'listen-mode = "tcp"',
-        "disable-telemetry = true",
-        'log-format = "compact"',
-        "log-disable-ansi-codes = true",
-        "",
-        "[metadata-client]",
-        f"addresses = [{addresses}]",
-        "",
-        "[bifrost]",
-        'default-provider = "replicated"',
-        "",
-        "[ingress]",
-        f'bind-address = "{node.host}:{node.ingress_port}"',
-        "",
-        "[admin]",
-        f'bind-address = "{node.host}:{node.admin_port}"',
-    ]
-    if env.get("service", "signing"):
-        key = env.state_dir / "signing" / "private.pem"
-        lines += ["", "[worker.invoker]", f'request-identity-private-key-pem-file = "{key}"']
-    return "\n".join(lines) + "\n"
+    membership = Membership(
+        node_id=node.index,
+        provisions=node.index == 1,
+        metadata_addresses=tuple(m.address for m in members),
+    )
+    server = ServerNode(
+        name=node.name,
+        data_dir=env.state_dir / "data" / node.name,
+        node_bind=f"{node.host}:{node.node_port}",
+        ingress_bind=f"{node.host}:{node.ingress_port}",
+        admin_bind=f"{node.host}:{node.admin_port}",
+        membership=membership,
+    )
+    return restate_config(env, server)
 
 
 class ClusterRuntime:
@@ -263,134 +240,3 @@ class ClusterRuntime:
         led = ", ".join(f"p{p}→{n}" for p, n in sorted(leaders.items())) or "unknown"
         lines.append(f"  partition leaders: {led}")
         return lines
-
-
-# --- fault injection: lose a node under load ---------------------------------------------
-
-
-@dataclass
-class Booking:
-    """One checkout of the node-loss load, followed to a definitive answer."""
-
-    seat: str
-    user: str
-    key: str
-    status: int = 0
-    latency_ms: float = 0.0
-    errors: int = 0
-    started: float = 0.0
-
-
-def node_loss(
-    env: Environment, *, duration: float = 24.0, workers: int = 8, victim: int = 2
-) -> str:
-    """SIGKILL one node under load, restart it, let it rejoin; prove nothing was lost.
-
-    Every request carries an Idempotency-Key; one that hits the dead node (connection
-    error or 5xx) is re-sent with the same key to the next node until it answers, so every
-    accepted invocation is followed to its end. Returns the scenario's figures."""
-    stack = Stack(env)
-    runtime = stack.runtime
-    if not isinstance(runtime, ClusterRuntime) or len(runtime.nodes) < 3:
-        raise NexusError("node-loss needs a cluster environment with at least 3 nodes")
-    dead = runtime.nodes[victim - 1]
-    if not stack.procs.info(dead.process).alive:
-        raise NexusError(f"{dead.name} is not running: deploy the cluster first")
-    urls = [n.ingress_url for n in runtime.nodes]
-    run = time.strftime("%H%M%S")
-    prefix = f"nodeloss-{run}:"
-    errors_at: dict[str, int] = {u: 0 for u in urls}
-    bookings: list[Booking] = []
-    kill_at, restart_at = duration * 0.25, duration * 0.5
-    t0 = time.monotonic()
-    events: dict[str, float] = {}
-    stop_loading = False
-
-    def worker(w: int) -> None:
-        client = httpx.Client(timeout=30.0)
-        i = 0
-        try:
-            while not stop_loading and time.monotonic() - t0 < duration:
-                b = Booking(f"{prefix}w{w}-{i}", f"user-{w}-{i}", f"nodeloss-{run}-{w}-{i}")
-                b.started = time.monotonic()
-                node = (w + i) % len(urls)
-                deadline = b.started + 90
-                while time.monotonic() < deadline:
-                    url = urls[node]
-                    try:
-                        resp = client.post(
-                            f"{url}/Checkout/process",
-                            json={"ticketId": b.seat, "userId": b.user},
-                            headers={"Idempotency-Key": b.key},
-                        )
-                        if resp.status_code < 500:
-                            b.status = resp.status_code
-                            break
-                    except httpx.HTTPError:
-                        pass
-                    b.errors += 1
-                    errors_at[url] += 1
-                    node = (node + 1) % len(urls)
-                    time.sleep(0.2)
-                b.latency_ms = (time.monotonic() - b.started) * 1000
-                bookings.append(b)
-                i += 1
-        finally:
-            client.close()
-
-    with ThreadPoolExecutor(workers) as pool:
-        futures = [pool.submit(worker, w) for w in range(workers)]
-        time.sleep(kill_at)
-        stack.procs.kill(dead.process)
-        events["kill"] = time.monotonic() - t0
-        time.sleep(max(0.0, restart_at - (time.monotonic() - t0)))
-        stack.procs.stop(dead.process)
-        stack.procs.start(runtime.spec(dead), wait=True)
-        runtime.wait_for_leaders(120.0)
-        wait_until(
-            http_ready(f"{dead.ingress_url}/restate/health"),
-            60.0,
-            f"{dead.name}'s ingress did not come back",
-        )
-        events["rejoined"] = time.monotonic() - t0
-        for f in futures:
-            f.result(timeout=duration + 120)
-    unresolved = [b for b in bookings if b.status == 0]
-    confirmed = [b for b in bookings if b.status == 200]
-    lost: list[str] = []
-    checker = httpx.Client(timeout=30.0)
-    try:
-        for b in confirmed:
-            state = checker.post(f"{urls[0]}/Ticket/{b.seat}/get").json()
-            if state.get("status") != "SOLD" or state.get("reservedBy") != b.user:
-                lost.append(f"{b.seat}: confirmed to {b.user} but {state}")
-    finally:
-        checker.close()
-    report = audit(env, prefix=prefix)
-    window = [b for b in bookings if events["kill"] <= b.started - t0 <= events["rejoined"]]
-    calm = [b for b in bookings if b.started - t0 < events["kill"]]
-    figures = (
-        f"{len(bookings)} bookings, {len(confirmed)} confirmed, {len(unresolved)} unresolved,"
-        f" {len(lost)} lost; p99 {p99(calm):.0f} ms before the kill, {p99(window):.0f} ms"
-        f" while {dead.name} was down; errors at {dead.name}'s ingress:"
-        f" {errors_at[dead.ingress_url]}, elsewhere: "
-        f"{sum(v for u, v in errors_at.items() if u != dead.ingress_url)};"
-        f" {dead.name} rejoined {events['rejoined'] - events['kill']:.1f}s after the kill"
-        f" ({events['rejoined'] - restart_at:.1f}s after its restart); {report.lines()[0]}"
-    )
-    problems = [*lost, *(f"{b.seat}: no definitive answer" for b in unresolved), *report.violations]
-    if any(b.status not in (200,) for b in bookings if b.status):
-        odd = sorted({b.status for b in bookings if b.status not in (0, 200)})
-        problems.append(f"answers other than 200 on fresh seats: {odd}")
-    if problems:
-        raise NodeLossFailed(figures + "\n" + "\n".join(problems[:20]))
-    return figures
-
-
-class NodeLossFailed(NexusError):
-    """node-loss found a lost or unresolved booking."""
-
-
-def p99(bookings: list[Booking]) -> float:
-    values = sorted(b.latency_ms for b in bookings)
-    return values[min(len(values) - 1, int(len(values) * 0.99))] if values else 0.0

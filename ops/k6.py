@@ -24,6 +24,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, TextIO
 
+from ops.errors import K6Failed, K6NotFound
+
 __all__ = [
     "INTERRUPTED_EXIT",
     "MIXES",
@@ -72,18 +74,6 @@ OUTCOME_TRENDS = {outcome: f"{TREND}_{outcome}" for outcome in OUTCOMES}
 K6_ENV = "NEXUS_K6"
 
 _EXE = "k6.exe" if sys.platform == "win32" else "k6"
-
-
-class K6NotFound(RuntimeError):
-    """The k6 executable could not be located."""
-
-
-class K6Failed(RuntimeError):
-    """k6 ended without a readable summary."""
-
-    def __init__(self, message: str, exit_code: int) -> None:
-        super().__init__(message)
-        self.exit_code = exit_code
 
 
 def _executable(path: Path) -> bool:

@@ -21,7 +21,7 @@ from ops.admin import AdminClient, GatewayClient
 from ops.audit import AuditReport, audit, invocations_open, read_charges, read_tickets
 from ops.environments import Endpoint, Environment
 from ops.errors import NexusError
-from ops.processes import ProcessInfo, free_port
+from ops.processes import PGRP, UTIME, ProcessInfo, free_port, proc_stats
 from ops.stack import GATEWAY, Stack, asgi_spec
 from service.models import TicketStatus
 
@@ -383,13 +383,9 @@ def cpu_seconds(pgid: int) -> float:
     """User + system CPU of a live process group (a granian supervisor and its worker,
     say) and the children its members reaped, from /proc."""
     total = 0
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[-1].split()
-        except OSError:
-            continue  # exited meanwhile
-        if int(fields[2]) == pgid:
-            total += sum(int(v) for v in fields[11:15])
+    for fields in proc_stats() or []:
+        if int(fields[PGRP]) == pgid:
+            total += sum(int(v) for v in fields[UTIME : UTIME + 4])
     return total / os.sysconf("SC_CLK_TCK")
 
 
@@ -433,10 +429,10 @@ def bench(
     endpoint = Endpoint(f"http://{env.service.host}:{free_port(env.service.host)}")
     spec = asgi_spec(
         BENCH,
-        "ops.bench_service:app",
+        "ops.programs.bench_service:app",
         endpoint,
         env.root,
-        sources=Path(__file__).parent / "bench_service.py",
+        sources=Path(__file__).parent / "programs" / "bench_service.py",
     )
     with ExitStack() as undo:  # every step taken is undone, in reverse, even on failure
         undo.enter_context(gateway_latency(env, 0.0))

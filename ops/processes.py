@@ -133,25 +133,40 @@ def pid_alive(pid: int) -> bool:
         return False
     except PermissionError:
         return True
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return True
-    return stat.rsplit(")", 1)[-1].split()[0] != "Z"
+    fields = proc_stat(pid)
+    return fields is None or fields[STATE] != "Z"
 
 
 def group_alive(pgid: int) -> bool:
     """True while any live, non-zombie process belongs to process group `pgid`."""
-    found = False
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        found = True
-        try:
-            fields = stat.read_text().rsplit(")", 1)[-1].split()
-        except OSError:
-            continue
-        if int(fields[2]) == pgid and fields[0] != "Z":
-            return True
-    return pid_alive(pgid) if not found else False
+    stats = proc_stats()
+    if stats is None:
+        return pid_alive(pgid)
+    return any(int(f[PGRP]) == pgid and f[STATE] != "Z" for f in stats)
+
+
+# Indexes into `proc_stat`'s fields (proc(5) numbers them from 1, with the pid and the
+# command name first: state is its field 3).
+STATE, PGRP, FLAGS, UTIME, STARTTIME = 0, 2, 6, 11, 19
+
+
+def proc_stat(pid: int | str) -> list[str] | None:
+    """The fields of /proc/PID/stat after the command name (which may hold spaces and
+    parentheses); None when the process is gone or there is no /proc."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return text.rsplit(")", 1)[-1].split()
+
+
+def proc_stats() -> list[list[str]] | None:
+    """`proc_stat` of every process now (those that exit meanwhile left out); None
+    without /proc."""
+    pids = [p.name for p in Path("/proc").glob("[0-9]*")]
+    if not pids:
+        return None
+    return [fields for pid in pids if (fields := proc_stat(pid)) is not None]
 
 
 class ProcessManager:
@@ -302,10 +317,8 @@ class ProcessManager:
 def _start_time(pid: int) -> str | None:
     """When `pid` started, in clock ticks since boot (/proc/PID/stat field 22): with the
     PID it names one process for good, whatever later reuses the number."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()[19]
-    except (OSError, IndexError):
-        return None
+    fields = proc_stat(pid)
+    return fields[STARTTIME] if fields is not None and len(fields) > STARTTIME else None
 
 
 def _runs(pid: int, command: str, started: str | None) -> bool:
@@ -327,11 +340,8 @@ def _runs(pid: int, command: str, started: str | None) -> bool:
 
 def _exiting(pid: int) -> bool:
     """The kernel's PF_EXITING flag (0x4) in /proc/PID/stat."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()
-    except OSError:
-        return False
-    return bool(int(fields[6]) & 0x4)
+    fields = proc_stat(pid)
+    return fields is not None and bool(int(fields[FLAGS]) & 0x4)
 
 
 def _terminate_group(pgid: int, wait: float, name: str) -> None:

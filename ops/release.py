@@ -39,6 +39,7 @@ from ops.versions import (
     snapshot,
     version_id,
 )
+from service import settings_names as names
 
 LEGACY_SERVICE = "service"  # the one unversioned process of toolkits before versions
 SMOKE_TICKET = "nexus-smoke:seat-0"
@@ -145,7 +146,7 @@ class Release:
         home = self.versions_dir / instance.version
         env = {
             **self.settings,
-            "NEXUS_VERSION": instance.version,
+            names.VERSION: instance.version,
             "PYTHONPATH": str(home),
         }
         if instance.port is None:

@@ -30,6 +30,8 @@ from ops.processes import (
     poll_until,
     port_free,
 )
+from ops.server_config import server_config
+from ops.signing import signing_dir
 from ops.steps import Context, Result, StepFn
 
 Probe = Callable[[], bool]
@@ -45,52 +47,6 @@ class ServerRuntime(Protocol):
     def down_steps(self, purge: bool) -> list[tuple[str, StepFn]]: ...
 
     def processes(self) -> list[str]: ...
-
-
-def runtime_for(env: Environment, procs: ProcessManager) -> ServerRuntime:
-    """The runtime named by `[restate] runtime`."""
-    if env.runtime == "binary":
-        return BinaryRuntime(env, procs)
-    if env.runtime == "docker":
-        return DockerRuntime(env)
-    if env.runtime == "cluster":
-        from ops.cluster import ClusterRuntime  # the cluster builds on this module
-
-        return ClusterRuntime(env, procs)
-    return ExternalRuntime(env)
-
-
-def server_config(env: Environment) -> str:
-    """restate-server's TOML config: everything bound to the environment's addresses."""
-    data = env.state_dir / "data"
-    node = f"{env.ingress.host}:{env.get('restate', 'node_port')}"
-    lines = [
-        "# Written by the Nexus toolkit from " + str(env.file),
-        f'node-name = "nexus-{env.name}"',
-        f'cluster-name = "nexus-{env.name}"',
-        f'base-dir = "{data}"',
-        f"default-num-partitions = {env.get('restate', 'partitions')}",
-        f'bind-address = "{node}"',
-        f'advertised-address = "http://{node}/"',
-        'listen-mode = "tcp"',
-        "disable-telemetry = true",
-        'log-format = "compact"',
-        "log-disable-ansi-codes = true",
-        "",
-        "[ingress]",
-        f'bind-address = "{env.ingress.bind}"',
-        "",
-        "[admin]",
-        f'bind-address = "{env.admin.bind}"',
-    ]
-    signing_key = env.state_dir / "signing" / "private.pem"
-    if env.get("service", "signing"):
-        lines += [
-            "",
-            "[worker.invoker]",
-            f'request-identity-private-key-pem-file = "{signing_key}"',
-        ]
-    return "\n".join(lines) + "\n"
 
 
 # The count as the binary's config file and the Docker container's spec spell it.
@@ -313,7 +269,7 @@ class DockerRuntime:
         }
         mounts = [f"{self.data_dir}:/restate-data"]
         if env.get("service", "signing"):
-            signing = env.state_dir / "signing"
+            signing = signing_dir(env.state_dir)
             mounts.append(f"{signing}:{Path(self.KEY_IN_CONTAINER).parent}:ro")
             variables["RESTATE_WORKER__INVOKER__REQUEST_IDENTITY_PRIVATE_KEY_PEM_FILE"] = (
                 self.KEY_IN_CONTAINER

@@ -6,37 +6,19 @@ from __future__ import annotations
 
 import sys
 import time
-import uuid
-import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
 import httpx
 
 from ops.admin import IngressClient
+from ops.checks import Outcome, Skip, expect, run_checks, write_junit
 from ops.environments import Environment
-from ops.errors import NexusError
+from ops.ids import fresh_seat, new_run_id
 
 SHORT_HOLD_S = 10.0
-
-
-class CheckFailed(AssertionError):
-    """A scenario's expectation did not hold."""
-
-
-class Skip(Exception):
-    """A scenario that cannot apply to this environment."""
-
-
-@dataclass
-class Outcome:
-    name: str
-    status: str  # passed | failed | skipped
-    detail: str
-    seconds: float
 
 
 class Scenarios:
@@ -44,7 +26,7 @@ class Scenarios:
 
     def __init__(self, env: Environment, *, buyers: int = 20, bulk: int = 40) -> None:
         self.env = env
-        self.run_id = f"{time.strftime('%H%M%S')}{uuid.uuid4().hex[:6]}"
+        self.run_id = new_run_id()
         self.buyers = buyers
         self.bulk = bulk
         self.ingress = IngressClient(env.ingress.url, env.token)
@@ -52,7 +34,7 @@ class Scenarios:
     # --- helpers -----------------------------------------------------------------
 
     def seat(self, label: str) -> str:
-        return f"testall-{self.run_id}:{label}-{uuid.uuid4().hex[:6]}"
+        return fresh_seat(f"testall-{self.run_id}:", label)
 
     def client(self, i: int) -> IngressClient:
         """A fresh client for the i-th concurrent buyer; a cluster's nodes take turns."""
@@ -62,10 +44,7 @@ class Scenarios:
     def checkout(
         self, ticket: str, user: str, method: str | None = None, client: IngressClient | None = None
     ) -> httpx.Response:
-        body: dict[str, Any] = {"ticketId": ticket, "userId": user}
-        if method:
-            body["paymentMethodId"] = method
-        return (client or self.ingress).call("Checkout", "process", body)
+        return (client or self.ingress).checkout(ticket, user, method)
 
     def ticket(self, ticket: str) -> dict[str, Any]:
         resp = self.ingress.call("Ticket", "get", key=ticket)
@@ -222,68 +201,6 @@ class Scenarios:
             ("bad-input", self.bad_input),
             ("hold-expiry", self.hold_expiry),
         ]
-
-
-def expect(condition: bool, message: str) -> None:
-    if not condition:
-        raise CheckFailed(message)
-
-
-def run_checks(
-    checks: list[tuple[str, Callable[[], str]]], out: TextIO | None = None
-) -> list[Outcome]:
-    """Run each check, print a line per check and the closing `N passed, N failed` line."""
-    stream = out or sys.stdout
-    outcomes: list[Outcome] = []
-    for name, fn in checks:
-        started = time.monotonic()
-        try:
-            outcome = Outcome(name, "passed", fn(), 0.0)
-        except Skip as exc:
-            outcome = Outcome(name, "skipped", str(exc), 0.0)
-        except (CheckFailed, NexusError, httpx.HTTPError, ValueError, KeyError) as exc:
-            outcome = Outcome(name, "failed", f"{type(exc).__name__}: {exc}", 0.0)
-        outcome.seconds = time.monotonic() - started
-        outcomes.append(outcome)
-        label = {"passed": "PASS", "failed": "FAIL", "skipped": "SKIP"}[outcome.status]
-        print(
-            f"{label}  {name:<20} {outcome.detail}  ({outcome.seconds:.2f}s)",
-            file=stream,
-            flush=True,
-        )
-    print(closing_line(outcomes), file=stream, flush=True)
-    return outcomes
-
-
-def closing_line(outcomes: list[Outcome]) -> str:
-    passed = sum(o.status == "passed" for o in outcomes)
-    failed = sum(o.status == "failed" for o in outcomes)
-    skipped = sum(o.status == "skipped" for o in outcomes)
-    return f"{passed} passed, {failed} failed" + (f", {skipped} skipped" if skipped else "")
-
-
-def write_junit(outcomes: list[Outcome], path: Path, suite: str) -> None:
-    """JUnit XML, one testcase per check."""
-    root = ET.Element(
-        "testsuite",
-        name=suite,
-        tests=str(len(outcomes)),
-        failures=str(sum(o.status == "failed" for o in outcomes)),
-        skipped=str(sum(o.status == "skipped" for o in outcomes)),
-        time=f"{sum(o.seconds for o in outcomes):.3f}",
-    )
-    for o in outcomes:
-        case = ET.SubElement(
-            root, "testcase", classname=suite, name=o.name, time=f"{o.seconds:.3f}"
-        )
-        if o.status == "failed":
-            ET.SubElement(case, "failure", message=o.detail[:500]).text = o.detail
-        elif o.status == "skipped":
-            ET.SubElement(case, "skipped", message=o.detail)
-        else:
-            ET.SubElement(case, "system-out").text = o.detail
-    path.parent.mkdir(parents=True, exist_ok=True)
-    ET.ElementTree(root).write(path, encoding="utf-8", xml_declaration=True)
 
 
 def test_all(

@@ -15,6 +15,16 @@ from ops.errors import ConfigError
 _BASE58 = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
 
 
+def signing_dir(state_dir: Path) -> Path:
+    """Where an environment keeps its key pair (`<state>/signing`)."""
+    return state_dir / "signing"
+
+
+def private_key_file(folder: Path) -> Path:
+    """The private half inside a key pair folder: what restate-server signs with."""
+    return folder / "private.pem"
+
+
 def base58(data: bytes) -> str:
     """Bitcoin-alphabet base58, as Restate uses for key ids."""
     number = int.from_bytes(data, "big")
@@ -47,7 +57,7 @@ def read_key_id(private: Path) -> str:
 
 def ensure_key_pair(folder: Path) -> tuple[Path, str, bool]:
     """The private key file (created 0600 when missing), its key id, and whether it was made."""
-    private = folder / "private.pem"
+    private = private_key_file(folder)
     created = False
     if not private.is_file():
         folder.mkdir(parents=True, exist_ok=True)

@@ -16,10 +16,12 @@ from ops.errors import NexusError
 from ops.granian import GRANIAN, asgi_spec, source_digest
 from ops.processes import ProcessManager, ProcessSpec
 from ops.release import SMOKE_TICKET, Release, ReleaseOptions
-from ops.runtimes import ServerRuntime, ensure_process, runtime_for, stop_step
-from ops.signing import ensure_key_pair, read_key_id
+from ops.runtimes import ServerRuntime, ensure_process, stop_step
+from ops.server_runtime import runtime_for
+from ops.signing import ensure_key_pair, private_key_file, read_key_id, signing_dir
 from ops.steps import Context, Play, Result, StepFn
 from ops.versions import Instance
+from service import settings_names as names
 
 __all__ = [
     "GATEWAY",
@@ -73,10 +75,10 @@ class Stack:
     def gateway_spec(self) -> ProcessSpec:
         return asgi_spec(
             GATEWAY,
-            "ops.mock_gateway:app",
+            "ops.programs.mock_gateway:app",
             self.env.gateway,
             self.env.root,
-            sources=self.env.root / "ops" / "mock_gateway.py",
+            sources=self.env.root / "ops" / "programs" / "mock_gateway.py",
             env={
                 "GATEWAY_LATENCY_MS": f"{self.env.get('gateway', 'latency_ms'):g}",
                 "GATEWAY_JOURNAL": str(self.env.state_dir / "gateway" / "journal.jsonl"),
@@ -86,18 +88,18 @@ class Stack:
     def service_env(self) -> dict[str, str]:
         """Settings the service process reads (see `service.config`)."""
         values = {
-            "NEXUS_GATEWAY_URL": self.env.gateway.url,
-            "NEXUS_HOLD_SECONDS": f"{self.env.get('service', 'hold_seconds'):g}",
-            "NEXUS_MAIL_OUTBOX": str(self.outbox),
+            names.GATEWAY_URL: self.env.gateway.url,
+            names.HOLD_SECONDS: f"{self.env.get('service', 'hold_seconds'):g}",
+            names.MAIL_OUTBOX: str(self.outbox),
         }
         kid = self.identity_key()
         if kid:
-            values["NEXUS_IDENTITY_KEYS"] = kid
+            values[names.IDENTITY_KEYS] = kid
         return values
 
     @property
     def signing_dir(self) -> Path:
-        return self.env.state_dir / "signing"
+        return signing_dir(self.env.state_dir)
 
     @property
     def local_signing(self) -> bool:
@@ -121,7 +123,7 @@ class Stack:
         if not self.local_signing:
             kid = self.identity_key()
             return Result.ok(f"service accepts calls signed by {kid}")
-        private = self.signing_dir / "private.pem"
+        private = private_key_file(self.signing_dir)
         if private.is_file():
             if ctx.check:  # read only: ensure_key_pair would rewrite public.txt
                 return Result.ok(f"key pair present ({read_key_id(private)})")

@@ -9,7 +9,7 @@ import restate
 
 from service.checkout import checkout
 from service.config import settings
-from service.runtime import tune_gc
+from service.gc_tuning import tune_gc
 from service.seat_map import seat_map, seat_map_shard
 from service.ticket import ticket
 

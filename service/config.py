@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from service import settings_names as names
 
-def _float(name: str, default: float) -> float:
-    raw = os.environ.get(name)
+
+def _float(environ: Mapping[str, str], name: str, default: float) -> float:
+    raw = environ.get(name)
     if raw is None or raw == "":
         return default
     try:
@@ -31,17 +34,18 @@ class Settings:
     version: str = "dev"  # the toolkit's id of this build (sources + settings), for logs
 
     @classmethod
-    def from_env(cls) -> Settings:
-        keys = os.environ.get("NEXUS_IDENTITY_KEYS", "")
+    def from_env(cls, environ: Mapping[str, str] = os.environ) -> Settings:
+        """The settings `environ` gives (the process environment unless told otherwise)."""
+        keys = environ.get(names.IDENTITY_KEYS, "")
         return cls(
-            gateway_url=os.environ.get("NEXUS_GATEWAY_URL", "http://127.0.0.1:9081").rstrip("/"),
-            hold_seconds=_float("NEXUS_HOLD_SECONDS", 15 * 60),
-            payment_timeout_s=_float("NEXUS_PAYMENT_TIMEOUT_S", 3.0),
-            payment_attempts=max(1, int(_float("NEXUS_PAYMENT_ATTEMPTS", 4))),
-            payment_backoff_s=_float("NEXUS_PAYMENT_BACKOFF_S", 0.25),
-            mail_outbox=Path(os.environ.get("NEXUS_MAIL_OUTBOX", ".nexus/outbox")),
+            gateway_url=environ.get(names.GATEWAY_URL, "http://127.0.0.1:9081").rstrip("/"),
+            hold_seconds=_float(environ, names.HOLD_SECONDS, 15 * 60),
+            payment_timeout_s=_float(environ, names.PAYMENT_TIMEOUT_S, 3.0),
+            payment_attempts=max(1, int(_float(environ, names.PAYMENT_ATTEMPTS, 4))),
+            payment_backoff_s=_float(environ, names.PAYMENT_BACKOFF_S, 0.25),
+            mail_outbox=Path(environ.get(names.MAIL_OUTBOX, ".nexus/outbox")),
             identity_keys=tuple(k.strip() for k in keys.split(",") if k.strip()),
-            version=os.environ.get("NEXUS_VERSION", "dev"),
+            version=environ.get(names.VERSION, "dev"),
         )
 
 

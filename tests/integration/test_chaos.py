@@ -1,4 +1,4 @@
-"""Fault injection (ops/chaos.py) against real stacks on loopback: the quick scenarios on
+"""Fault injection (the ops/chaos package) against real stacks on loopback: the quick scenarios on
 the session stack, the signing and crash scenarios on stacks of their own (a killed server
 must not disturb other tests)."""
 
@@ -12,8 +12,8 @@ from contextlib import contextmanager
 import pytest
 
 from ops.chaos import run_chaos
+from ops.checks import Outcome, closing_line
 from ops.environments import Environment
-from ops.scenarios import Outcome, closing_line
 from ops.stack import Stack, deploy, down
 from tests.conftest import EnvFactory
 

@@ -11,10 +11,12 @@ import pytest
 
 from ops import environments
 from ops.chaos import run_chaos
-from ops.cluster import ClusterRuntime, node_loss
+from ops.chaos.node_loss import node_loss
+from ops.checks import run_checks
+from ops.cluster import ClusterRuntime
 from ops.environments import PROJECT_ROOT, Environment
 from ops.processes import free_port, group_alive
-from ops.scenarios import Scenarios, run_checks
+from ops.scenarios import Scenarios
 from ops.stack import Stack, deploy, down
 
 pytestmark = pytest.mark.integration

@@ -12,8 +12,8 @@ import pytest
 
 from ops.audit import audit
 from ops.chaos import ChaosContext, run_chaos
-from ops.chaos_rollout import rollout
-from ops.scenarios import CheckFailed
+from ops.chaos.rollout import rollout
+from ops.checks import CheckFailed
 from ops.stack import Stack, deploy, down
 from tests.conftest import EnvFactory, run_invoke
 

@@ -196,6 +196,12 @@ def test_query() -> None:
     assert rec.last.url.path == "/query"
 
 
+def test_kill_patches_the_quoted_invocation() -> None:
+    client, rec = admin(lambda r: httpx.Response(200))
+    client.kill("inv_1/x")
+    assert (rec.last.method, rec.last.url.raw_path) == ("PATCH", b"/invocations/inv_1%2Fx/kill")
+
+
 def test_delete_deployment() -> None:
     client, rec = admin(lambda r: httpx.Response(202))
     client.delete_deployment("dp_1")
@@ -228,6 +234,27 @@ def test_call_with_json_body() -> None:
     assert req.url.path == "/Checkout/process"
     assert req.headers["Content-Type"] == "application/json"
     assert json.loads(req.content) == {"ticketId": "e:1", "userId": "u"}
+
+
+def test_checkout_sends_the_contract_body_and_an_idempotency_key() -> None:
+    client, rec = ingress()
+    client.checkout("e:1", "alice", "card_decline", idempotency_key="k-7", timeout=5.0)
+    req = rec.last
+    assert (req.method, req.url.path) == ("POST", "/Checkout/process")
+    assert json.loads(req.content) == {
+        "ticketId": "e:1",
+        "userId": "alice",
+        "paymentMethodId": "card_decline",
+    }
+    assert req.headers["Idempotency-Key"] == "k-7"
+    assert req.headers["Content-Type"] == "application/json"
+
+
+def test_checkout_leaves_out_the_method_and_key_unless_given() -> None:
+    client, rec = ingress()
+    client.checkout("e:2", "bob")
+    assert json.loads(rec.last.content) == {"ticketId": "e:2", "userId": "bob"}
+    assert "Idempotency-Key" not in rec.last.headers
 
 
 def test_call_with_empty_object_body_is_typed() -> None:

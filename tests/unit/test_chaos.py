@@ -1,4 +1,4 @@
-"""Fault injection (ops/chaos.py) without a server: scenario selection, skip logic, the
+"""Fault injection (the ops/chaos package) without a server: scenario selection, skip logic, the
 malformed-input corpus, and failure reporting."""
 
 from __future__ import annotations
@@ -13,10 +13,14 @@ import pytest
 from restate import TerminalError
 
 from ops import chaos
-from ops.chaos import ChaosContext, Probe, bad_input_probes, fuzz_probes, run_chaos, select
+from ops.chaos import ChaosContext, run_chaos, select
+from ops.chaos.bad_input import Probe, _j, bad_input_probes, describe, fuzz_probes
+from ops.chaos.gateway import LONG_OUTAGE_S, SHORT_OUTAGE_S, payment_budget_s, service_environ
+from ops.chaos.node_loss import node_loss_scenario
+from ops.checks import Outcome, Skip
 from ops.environments import Environment, load
 from ops.errors import NexusError
-from ops.scenarios import Outcome, Skip
+from service import settings_names as names
 from service.checkout import parse_checkout
 from service.validation import check_id, holder_from, parse_json, user_id_from
 
@@ -125,7 +129,7 @@ def test_node_loss_skips_outside_a_cluster(tmp_path: Path) -> None:
     )
     env = load(str(env_file), root=tmp_path)
     with pytest.raises(Skip, match="needs runtime = cluster"):
-        chaos.node_loss_scenario(chaos.ChaosContext(env))
+        node_loss_scenario(ChaosContext(env))
 
 
 # --- skips (no network: each skips before its first request) ---------------------------------
@@ -196,9 +200,21 @@ def test_an_unexpected_exception_is_a_failed_scenario(
 
 
 def test_payment_budget_is_shorter_than_the_long_outage() -> None:
-    budget = chaos.payment_budget_s()
+    budget = payment_budget_s({})  # the service's defaults
     assert budget == pytest.approx(1.75)
-    assert chaos.SHORT_OUTAGE_S < budget < chaos.LONG_OUTAGE_S
+    assert SHORT_OUTAGE_S < budget < LONG_OUTAGE_S
+
+
+def test_payment_budget_comes_from_what_the_service_is_given(
+    local: Environment, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    given = {names.PAYMENT_ATTEMPTS: "3", names.PAYMENT_BACKOFF_S: "1"}
+    assert payment_budget_s(given) == pytest.approx(1.0 + 2.0)
+    monkeypatch.setenv(names.PAYMENT_ATTEMPTS, "2")  # inherited by the service process
+    environ = service_environ(ChaosContext(local))
+    assert environ[names.PAYMENT_ATTEMPTS] == "2"
+    assert environ[names.HOLD_SECONDS] == "900"  # the stack's own setting for the service
+    assert payment_budget_s(environ) == pytest.approx(0.25)
 
 
 # --- the malformed-input corpus ----------------------------------------------------------------
@@ -278,11 +294,11 @@ def test_fuzz_is_bounded_deterministic_and_never_valid() -> None:
 
 def test_describe_shortens_big_inputs() -> None:
     probe = Probe("/Ticket/" + "x" * 10_000 + "/get", b"y" * 2_000_000, "huge")
-    text = chaos.describe(probe)
+    text = describe(probe)
     assert len(text) < 400
     assert "(2000000 bytes)" in text and "(10012)" in text
 
 
 def test_j_escapes_lone_surrogates() -> None:
-    assert chaos._j({"userId": "\ud800"}) == b'{"userId": "\\ud800"}'
-    assert json.loads(chaos._j("\u0085")) == "\u0085"
+    assert _j({"userId": "\ud800"}) == b'{"userId": "\\ud800"}'
+    assert json.loads(_j("\u0085")) == "\u0085"

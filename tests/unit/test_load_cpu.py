@@ -7,10 +7,10 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 from ops import k6
 from ops.load import cpu_ms_per_call, cpu_seconds
+from ops.processes import UTIME, proc_stat
 
 # A group leader that sleeps while its child burns CPU: granian's supervisor and worker.
 LEADER = """
@@ -31,8 +31,11 @@ def test_cpu_of_a_group_counts_its_live_children() -> None:
         assert proc.stdout.readline().strip() == "burnt"
         time.sleep(0.05)
         group = cpu_seconds(proc.pid)
-        leader_fields = Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[-1].split()
-        leader_alone = sum(int(v) for v in leader_fields[11:13]) / os.sysconf("SC_CLK_TCK")
+        leader_fields = proc_stat(proc.pid)
+        assert leader_fields is not None
+        leader_alone = sum(int(v) for v in leader_fields[UTIME : UTIME + 2]) / os.sysconf(
+            "SC_CLK_TCK"
+        )
         assert group >= 0.45
         assert leader_alone < 0.3  # the leader itself only slept: the figure is the child's
     finally:

@@ -30,8 +30,8 @@ def drive_calls(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
     def fake_audit(env: object, run: loadrun.K6Run) -> loadrun.LoadResult:
         return loadrun.LoadResult(run.summary, AuditReport(), run.run_id)
 
-    monkeypatch.setattr(tasks.loadrun, "drive", fake_drive)
-    monkeypatch.setattr(tasks.loadrun, "audit_run", fake_audit)
+    monkeypatch.setattr(tasks.ops.load, "drive", fake_drive)
+    monkeypatch.setattr(tasks.ops.load, "audit_run", fake_audit)
     return calls
 
 

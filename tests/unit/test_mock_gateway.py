@@ -1,4 +1,5 @@
-"""The mock payment gateway (ops/mock_gateway.py), driven in-process through its ASGI app."""
+"""The mock payment gateway (ops/programs/mock_gateway.py), driven in-process through its
+ASGI app."""
 
 from __future__ import annotations
 
@@ -11,8 +12,8 @@ from typing import Any, TypeVar
 import httpx
 import pytest
 
-from ops import mock_gateway
-from ops.mock_gateway import MAX_BODY, Gateway
+from ops.programs import mock_gateway
+from ops.programs.mock_gateway import MAX_BODY, Gateway
 
 T = TypeVar("T")
 

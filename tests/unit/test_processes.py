@@ -18,6 +18,8 @@ import pytest
 
 from ops.errors import PortInUse, ProcessError
 from ops.processes import (
+    PGRP,
+    STATE,
     ProcessManager,
     ProcessSpec,
     free_port,
@@ -25,6 +27,8 @@ from ops.processes import (
     pid_alive,
     poll_until,
     port_open,
+    proc_stat,
+    proc_stats,
 )
 from ops.runtimes import stop_step
 from ops.steps import Context, Status
@@ -383,3 +387,22 @@ def test_tail(procs: ProcessManager) -> None:
     procs.log_file("t").write_text("\n".join(f"line {i}" for i in range(30)))
     tail = procs.tail("t", lines=3).splitlines()
     assert [line.strip() for line in tail] == ["line 27", "line 28", "line 29"]
+
+
+def test_proc_stat_reads_past_a_command_name_with_spaces_and_parentheses(tmp_path: Path) -> None:
+    odd = tmp_path / "a b) (c"  # the kernel names the process after the file it runs
+    odd.symlink_to(sys.executable)
+    sleep = "import time; time.sleep(30)"
+    proc = subprocess.Popen([str(odd), "-c", sleep], start_new_session=True)
+    try:
+        assert poll_until(lambda: (proc_stat(proc.pid) or [""])[STATE] in ("S", "R"), 5.0)
+        fields = proc_stat(proc.pid)
+        assert fields is not None
+        assert int(fields[PGRP]) == proc.pid  # its own session: its own group
+        stats = proc_stats()
+        assert stats is not None and any(int(f[PGRP]) == proc.pid for f in stats)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert proc_stat(proc.pid) is None
+    assert proc_stat(2**22 + 12345) is None

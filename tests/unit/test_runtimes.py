@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from ops import environments
-from ops.runtimes import partitions_note, server_config
+from ops.runtimes import partitions_note
+from ops.server_config import server_config
 from tests.conftest import env_toml
 
 

@@ -21,7 +21,7 @@ from ops import environments
 from ops.environments import PROJECT_ROOT, Environment
 from ops.errors import ConfigError, SecretMissing
 from ops.processes import free_port
-from ops.runtimes import server_config
+from ops.server_config import server_config
 from ops.signing import base58, ensure_key_pair, key_id
 from ops.stack import Stack, status_lines
 from ops.steps import Context, Status

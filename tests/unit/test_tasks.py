@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from invoke import Collection, Exit, MockContext, Result, Task
 
+import ops.load
 import tasks
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -150,7 +151,7 @@ def test_a_bench_with_a_bad_phase_prints_why_and_exits_non_zero(
         "cpu_saga_s": phase,
         "cpu_checkout_s": phase,
     }
-    monkeypatch.setattr(tasks.loadrun, "bench", lambda *args, **kwargs: figures)
+    monkeypatch.setattr(ops.load, "bench", lambda *args, **kwargs: figures)
     with pytest.raises(Exit) as exited:
         tasks.bench(MockContext())
     assert exited.value.code == 1
@@ -171,7 +172,7 @@ def test_load_refuses_a_bad_gateway_latency_before_running_anything(
     def no_run(*args: object, **kwargs: object) -> None:
         raise AssertionError("k6 must not start")
 
-    monkeypatch.setattr(tasks.loadrun, "drive", no_run)
+    monkeypatch.setattr(ops.load, "drive", no_run)
     with pytest.raises(Exit) as exited:
         tasks.load(MockContext(), gateway_latency=value)
     assert exited.value.code == 2
@@ -187,7 +188,7 @@ def test_load_refuses_a_gateway_latency_for_a_gateway_it_does_not_run(
         'admin_url = "http://127.0.0.1:2"\ntoken_env = ""\n'
         '[service]\nmode = "url"\nurl = "http://127.0.0.1:3"\n'
     )
-    monkeypatch.setattr(tasks.loadrun, "drive", lambda *a, **k: pytest.fail("k6 started"))
+    monkeypatch.setattr(ops.load, "drive", lambda *a, **k: pytest.fail("k6 started"))
     with pytest.raises(Exit) as exited:
         tasks.load(MockContext(), env=str(hosted), gateway_latency="500")
     assert "needs the mock gateway; hosted's gateway is external" in str(exited.value.message)

@@ -1,4 +1,4 @@
-"""Mock payment gateway: a small ASGI app served by granian (`ops.mock_gateway:app`).
+"""Mock payment gateway: a small ASGI app served by granian (`ops.programs.mock_gateway:app`).
 
 - `POST /charges` with an `Idempotency-Key` header and `{"paymentMethodId", ...}`:
   `card_success` → 200, `card_error` → 503, anything else → 402. A key that already has an

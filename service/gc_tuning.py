@@ -1,4 +1,5 @@
-"""Process-wide tuning of a service worker, applied once its modules are imported."""
+"""Process-wide garbage-collector tuning of a service worker, applied once its modules are
+imported."""
 
 from __future__ import annotations
 

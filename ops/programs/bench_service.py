@@ -14,7 +14,7 @@ import restate
 from restate import Context, ObjectContext, RunOptions
 from restate.serde import BytesSerde, JsonSerde
 
-from service.runtime import tune_gc
+from service.gc_tuning import tune_gc
 from service.seat_map import shard_key
 
 bench = restate.Service("Bench")

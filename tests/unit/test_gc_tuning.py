@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from service.runtime import YOUNG_GC_THRESHOLD, tune_gc
+from service.gc_tuning import YOUNG_GC_THRESHOLD, tune_gc
 
 
 @pytest.fixture

@@ -21,21 +21,20 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 
-from ops.chaos import (
-    LOAD_WORKERS,
-    Answer,
-    BackgroundLoad,
+from ops.chaos.base import (
     ChaosContext,
+    Reply,
     checkout,
     expect_audit,
     gateway_faults,
     require_mock_gateway,
 )
+from ops.chaos.crashes import LOAD_WORKERS, BackgroundLoad
+from ops.checks import CheckFailed, Skip, expect
 from ops.errors import NexusError
 from ops.processes import poll_until
 from ops.release import ReleaseOptions
 from ops.rollout import newest
-from ops.scenarios import CheckFailed, Skip, expect
 from ops.stack import deploy
 from ops.versions import snapshot
 
@@ -92,7 +91,7 @@ def rollout(cx: ChaosContext, *, in_place: bool = False) -> str:
             gw.configure(latency_ms=HOLD_LATENCY_MS)
             before = gw.attempts()
             load.start()
-            held: list[Future[Answer]] = [
+            held: list[Future[Reply]] = [
                 pool.submit(_checkout, cx, seat, f"inflight-{i}", key)
                 for i, (seat, key) in enumerate(zip(seats, keys, strict=True))
             ]
@@ -165,7 +164,7 @@ def rollout(cx: ChaosContext, *, in_place: bool = False) -> str:
     )
 
 
-def _checkout(cx: ChaosContext, seat: str, user: str, key: str) -> Answer:
+def _checkout(cx: ChaosContext, seat: str, user: str, key: str) -> Reply:
     client = cx.client(timeout=ANSWER_TIMEOUT_S)
     try:
         return checkout(client, seat, user, idempotency_key=key, timeout=ANSWER_TIMEOUT_S)
@@ -173,7 +172,7 @@ def _checkout(cx: ChaosContext, seat: str, user: str, key: str) -> Answer:
         client.close()
 
 
-def _answer(future: Future[Answer]) -> Answer:
+def _answer(future: Future[Reply]) -> Reply:
     return future.result(timeout=ANSWER_TIMEOUT_S + 10)
 
 
@@ -187,7 +186,7 @@ def _deploy(cx: ChaosContext, options: ReleaseOptions, what: str) -> str:
     return f"{what} deployed in {time.monotonic() - started:.1f}s, {recap.split('] ', 1)[-1]}"
 
 
-def _watch_mismatches(cx: ChaosContext, held: list[Future[Answer]], seconds: float) -> list[str]:
+def _watch_mismatches(cx: ChaosContext, held: list[Future[Reply]], seconds: float) -> list[str]:
     """Invocations that failed on a journal mismatch while the held checkouts finish."""
     found: dict[str, str] = {}
     deadline = time.monotonic() + seconds
