@@ -35,7 +35,8 @@ def admin(
     handler: Callable[[httpx.Request], httpx.Response], token: str | None = TOKEN, url: str = ADMIN
 ) -> tuple[AdminClient, Recorder]:
     rec = Recorder(handler)
-    return AdminClient(url, token, transport=httpx.MockTransport(rec)), rec
+    client = AdminClient(url, token, transport=httpx.MockTransport(rec), sleep=lambda s: None)
+    return client, rec
 
 
 def ingress(
