@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json as jsonlib
 import shlex
 import sys
 from collections.abc import Iterator
@@ -12,8 +13,10 @@ from invoke import Context, Exit, task
 
 from ops import audit as audit_mod
 from ops import chaos as chaos_mod
-from ops import environments, scenarios
+from ops import environments, scenarios, steps
+from ops import invocations as inv_mod
 from ops import load as loadrun
+from ops.admin import AdminClient
 from ops.build import Build
 from ops.environments import PROJECT_ROOT
 from ops.errors import NexusError
@@ -24,6 +27,9 @@ from ops.steps import Context as StepContext
 from ops.steps import Play
 
 ENV_HELP = "environment name under environments/ (or a path to a .toml file); default: local"
+JSON_HELP = "print one JSON object per step and a recap object (no text)"
+READ_ONLY = "status, audit, invocations"
+WITH_CHECK = "deploy, down, build, cancel, purge"
 
 
 @contextmanager
@@ -47,17 +53,43 @@ def _env(name: str) -> environments.Environment:
         return environments.load(name)
 
 
+def _dry(c: Context) -> bool:
+    """Invoke's global `--dry` (it only reaches `c.run`, so each task reads it)."""
+    return bool(c.config.run.dry)
+
+
+def _refuse_dry(c: Context, name: str) -> None:
+    """`invoke --dry` on a task that would act and has no check mode: refuse, act never."""
+    if _dry(c):
+        raise Exit(
+            f"error: invoke --dry {name}: {name} has no check mode and would act on the"
+            f" stack, so nothing was done. Read-only tasks ({READ_ONLY}) run under --dry;"
+            f" tasks with --check ({WITH_CHECK}) run as --check.",
+            code=2,
+        )
+
+
+def _secret_values(env: environments.Environment) -> list[str | None]:
+    """The secrets an environment names (token, connect key): masked in play output."""
+    names = [env.get("restate", "token_env"), env.get("service", "connect_key_env")]
+    return [env.secret(str(n)) for n in names if n]
+
+
 @task(
     help={
         "env": ENV_HELP,
-        "check": "show what would change, change nothing",
+        "check": "show what would change, change nothing (also under invoke --dry)",
         "diff": "show before/after of each change",
+        "json": JSON_HELP,
     }
 )
-def deploy(c: Context, env: str = "local", check: bool = False, diff: bool = False) -> None:
+def deploy(
+    c: Context, env: str = "local", check: bool = False, diff: bool = False, json: bool = False
+) -> None:
     """Converge the environment: server, gateway, service, registration, smoke call."""
-    with _errors():
-        play = deploy_play(_env(env), check=check, diff=diff)
+    environment = _env(env)
+    with _errors(), steps.output(json=json, redact=_secret_values(environment)):
+        play = deploy_play(environment, check=check or _dry(c), diff=diff)
     if play.failed:
         raise Exit(code=1)
 
@@ -66,13 +98,158 @@ def deploy(c: Context, env: str = "local", check: bool = False, diff: bool = Fal
     help={
         "env": ENV_HELP,
         "purge": "also delete data, logs and outbox",
-        "check": "show what would stop",
+        "check": "show what would stop (also under invoke --dry)",
+        "json": JSON_HELP,
     }
 )
-def down(c: Context, env: str = "local", purge: bool = False, check: bool = False) -> None:
+def down(
+    c: Context, env: str = "local", purge: bool = False, check: bool = False, json: bool = False
+) -> None:
     """Stop everything deploy started (no process left behind)."""
+    environment = _env(env)
+    with _errors(), steps.output(json=json, redact=_secret_values(environment)):
+        play = down_play(environment, purge=purge, check=check or _dry(c))
+    if play.failed:
+        raise Exit(code=1)
+
+
+def _admin(environment: environments.Environment) -> AdminClient:
+    return AdminClient(environment.admin.url, environment.token)
+
+
+@task(
+    help={
+        "env": ENV_HELP,
+        "status": "only this status: " + ", ".join(inv_mod.OPEN_STATUSES),
+        "service": "only invocations of this service (Checkout, Ticket, ...)",
+        "older_than": "only those older than this (30s, 15m, 2h, 1d)",
+        "json": "print one JSON object instead of the table",
+        "max_retries": f"retries beyond which one counts as stuck (default"
+        f" {inv_mod.DEFAULT_MAX_RETRIES})",
+    }
+)
+def invocations(
+    c: Context,
+    env: str = "local",
+    status: str = "",
+    service: str = "",
+    older_than: str = "",
+    json: bool = False,
+    max_retries: int = inv_mod.DEFAULT_MAX_RETRIES,
+) -> None:
+    """What runs, waits, backs off or is paused, stuck work first: target, seat, age, retries,
+    last failure, pinned deployment."""
     with _errors():
-        play = down_play(_env(env), purge=purge, check=check)
+        if status and status not in inv_mod.OPEN_STATUSES:
+            raise NexusError(
+                f"--status takes one of {', '.join(inv_mod.OPEN_STATUSES)}, not {status!r}"
+            )
+        older = inv_mod.parse_duration("--older-than", older_than) if older_than else 0.0
+        environment = _env(env)
+        admin = _admin(environment)
+        try:
+            found = inv_mod.open_invocations(admin, service=service or None, status=status or None)
+        finally:
+            admin.close()
+    selection = inv_mod.Selection(older_than_s=older, max_retries=max_retries)
+    chosen = selection.apply(found)
+    if json:
+        rows = [i.to_dict(selection.now, max_retries) for i in chosen]
+        stuck = sum(r["stuck"] is not None for r in rows)
+        print(jsonlib.dumps({"invocations": rows, "open": len(rows), "stuck": stuck}))
+    else:
+        print("\n".join(inv_mod.table_lines(chosen, selection.now, max_retries)))
+
+
+@task(
+    iterable=["id"],
+    help={
+        "env": ENV_HELP,
+        "id": "an invocation id (inv_...); repeat it, or separate ids with commas",
+        "stuck": "every stuck invocation (see invoke invocations)",
+        "older_than": "every open invocation older than this (30s, 15m, 2h, 1d)",
+        "kill": "kill instead of cancel: no compensations run (refused for Checkout)",
+        "force": "with --kill: kill Checkout invocations too, leaving their seats held",
+        "check": "show what would be ended, end nothing (also under invoke --dry)",
+        "wait": "seconds to wait for each to end (default 30)",
+        "json": JSON_HELP,
+        "max_retries": "with --stuck: retries beyond which one counts as stuck",
+    },
+)
+def cancel(
+    c: Context,
+    id: list[str] | None = None,
+    env: str = "local",
+    stuck: bool = False,
+    older_than: str = "",
+    kill: bool = False,
+    force: bool = False,
+    check: bool = False,
+    wait: float = 30.0,
+    json: bool = False,
+    max_retries: int = inv_mod.DEFAULT_MAX_RETRIES,
+) -> None:
+    """Cancel invocations (the saga's compensations run) and confirm each one ended."""
+    named = [i for text in id or [] for i in text.replace(",", " ").split() if i]
+    with _errors():
+        if named and (stuck or older_than):
+            raise NexusError("name invocation ids, or select with --stuck/--older-than: not both")
+        if not named and not stuck and not older_than:
+            raise NexusError("name invocation ids, or select with --stuck and/or --older-than")
+        if force and not kill:
+            raise NexusError("--force only applies to --kill")
+        older = inv_mod.parse_duration("--older-than", older_than) if older_than else 0.0
+        environment = _env(env)
+        admin = _admin(environment)
+        try:
+            if named:
+                chosen = inv_mod.by_ids(admin, named)
+            else:
+                selection = inv_mod.Selection(older_than_s=older, max_retries=max_retries)
+                chosen = [
+                    i
+                    for i in selection.apply(inv_mod.open_invocations(admin))
+                    if not stuck or i.stuck_reason(max_retries) is not None
+                ]
+            if kill:
+                inv_mod.check_kill(chosen, force=force)
+            verb = "kill" if kill else "cancel"
+            with steps.output(json=json, redact=_secret_values(environment)):
+                play = Play(f"{verb} {environment.name}", StepContext(check=check or _dry(c)))
+                if not chosen:
+                    play.run(verb, lambda ctx: steps.Result.ok("nothing selected"))
+                for inv in chosen:
+                    play.run(inv.id, inv_mod.end_step(admin, inv, kill=kill, wait_s=wait))
+                play.recap()
+        finally:
+            admin.close()
+    if play.failed:
+        raise Exit(code=1)
+
+
+@task(
+    help={
+        "env": ENV_HELP,
+        "older_than": "only invocations completed longer ago than this (30s, 15m, 2h, 1d)",
+        "check": "count what would be purged, purge nothing (also under invoke --dry)",
+        "json": JSON_HELP,
+    }
+)
+def purge(
+    c: Context, env: str = "local", older_than: str = "", check: bool = False, json: bool = False
+) -> None:
+    """Remove completed invocations (their journal and metadata) from Restate."""
+    with _errors():
+        older = inv_mod.parse_duration("--older-than", older_than) if older_than else 0.0
+        environment = _env(env)
+        admin = _admin(environment)
+        try:
+            with steps.output(json=json, redact=_secret_values(environment)):
+                play = Play(f"purge {environment.name}", StepContext(check=check or _dry(c)))
+                play.run("purge", inv_mod.purge_step(admin, older_than_s=older))
+                play.recap()
+        finally:
+            admin.close()
     if play.failed:
         raise Exit(code=1)
 
@@ -90,6 +267,7 @@ def status(c: Context, env: str = "local") -> None:
 )
 def test_all(c: Context, env: str = "local", junit: str = "") -> None:
     """Run the contract scenarios through the environment's ingress (with its token)."""
+    _refuse_dry(c, "test-all")
     with _errors():
         outcomes = scenarios.test_all(_env(env), junit=Path(junit) if junit else None)
     if any(o.status == "failed" for o in outcomes):
@@ -124,6 +302,7 @@ def load(
     gateway_latency: str = "",
 ) -> None:
     """Run a k6 load through the environment's ingress, then audit what it booked."""
+    _refuse_dry(c, "load")
     environment = _env(env)
     latency = _milliseconds("--gateway-latency", gateway_latency) if gateway_latency else None
     with _errors(), loadrun.gateway_latency(environment, latency):
@@ -146,11 +325,20 @@ def load(
         raise Exit(f"load failed: {'; '.join(result.problems())}", code=code)
 
 
-@task(help={"env": ENV_HELP, "prefix": "only seats whose id starts with this"})
-def audit(c: Context, env: str = "local", prefix: str = "") -> None:
-    """Check the booking invariants in Restate's state and the gateway's charges."""
+@task(
+    help={
+        "env": ENV_HELP,
+        "prefix": "only seats whose id starts with this",
+        "max_retries": "retries beyond which an open invocation counts as stuck",
+    }
+)
+def audit(
+    c: Context, env: str = "local", prefix: str = "", max_retries: int = inv_mod.DEFAULT_MAX_RETRIES
+) -> None:
+    """Check the booking invariants in Restate's state and the gateway's charges, and
+    that no invocation is stuck."""
     with _errors():
-        report = audit_mod.audit(_env(env), prefix=prefix)
+        report = audit_mod.audit(_env(env), prefix=prefix, max_retries=max_retries)
     print("\n".join(report.lines()))
     if not report.ok:
         raise Exit(code=1)
@@ -168,6 +356,7 @@ def bench(
     c: Context, env: str = "local", vus: int = 32, duration: str = "20s", out: str = ""
 ) -> None:
     """Measure no-op calls vs. full checkouts on this machine: rate, ratio, latency, CPU."""
+    _refuse_dry(c, "bench")
     with _errors():
         result = loadrun.bench(_env(env), vus=vus, duration=duration)
     print("\n".join(loadrun.bench_lines(result)))
@@ -186,6 +375,7 @@ def bench(
 )
 def chaos(c: Context, env: str = "local", scenario: str = "") -> None:
     """Inject faults (kills, gateway outage, hot seat, bad input, ...) and check recovery."""
+    _refuse_dry(c, "chaos")
     with _errors():
         outcomes = chaos_mod.run_chaos(_env(env), scenario or None)
     if any(o.status == "failed" for o in outcomes):
@@ -195,7 +385,7 @@ def chaos(c: Context, env: str = "local", scenario: str = "") -> None:
 @task(help={"check": "show what would be built, build nothing"})
 def build(c: Context, check: bool = False) -> None:
     """Build a wheel into dist/ and a container context (Dockerfile) for the service."""
-    play = Play("build", StepContext(check=check))
+    play = Play("build", StepContext(check=check or _dry(c)))
     with _errors():
         for name, step in Build(PROJECT_ROOT).steps():
             play.run(name, step)

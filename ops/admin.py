@@ -16,8 +16,9 @@ from ops.errors import ApiError, TokenRejected
 Signature = dict[str, dict[str, Any]]
 
 # Answers worth another try for a call that is safe to repeat: rate limited, or the
-# server (or a proxy before it) busy or restarting.
-RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+# server (or a proxy before it) busy or restarting. A 500 is an answer (the admin API
+# gives it for a query it cannot run), not a busy server.
+RETRY_STATUSES = frozenset({429, 502, 503, 504})
 # Seconds a safe call may spend retrying before it fails, and its first pause (doubled
 # after each try, at most MAX_PAUSE_S); a Retry-After answer sets the pause instead.
 RETRY_BUDGET_S = 20.0

@@ -323,7 +323,7 @@ def table_lines(
 
 # --- ending invocations ------------------------------------------------------------------
 
-_ID = re.compile(r"^inv_[0-9A-Za-z]+$")
+_ID = re.compile(r"^inv_[0-9A-Za-z]{20,}$")
 KILL_REFUSED = (
     "refusing to kill Checkout invocation(s) {ids}: kill skips a checkout's compensations,"
     " so its seat stays held (RESERVED with no deadline) and a charge made may stay live."

@@ -113,11 +113,12 @@ def test_transport_error_is_api_error() -> None:
 
 
 def test_http_error_is_api_error_with_status() -> None:
-    client, _ = admin(lambda r: httpx.Response(500, text="internal trouble"))
+    client, rec = admin(lambda r: httpx.Response(500, text="internal trouble"))
     with pytest.raises(ApiError) as info:
         client.version()
     assert info.value.status == 500
     assert "internal trouble" in str(info.value)
+    assert len(rec.requests) == 1  # a 500 is an answer, not a busy server: no retry
 
 
 def test_base_url_trailing_slash_is_dropped() -> None:
