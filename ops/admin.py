@@ -328,6 +328,9 @@ def signature(services: list[dict[str, Any]]) -> Signature:
                     h.get("public"),
                     h.get("input_description"),
                     h.get("output_description"),
+                    # The ingress validates bodies by it: a schema added or dropped
+                    # changes which requests reach the handler.
+                    h.get("input_json_schema"),
                 ]
                 for h in svc.get("handlers", [])
             },

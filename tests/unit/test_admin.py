@@ -304,7 +304,15 @@ def test_signature_shape() -> None:
     sig = signature(BEFORE)
     assert set(sig) == {"Ticket", "Legacy"}
     assert sig["Ticket"]["ty"] == "VirtualObject"
-    assert sig["Ticket"]["handlers"]["get"] == ["Shared", True, "bytes", "json"]
+    assert sig["Ticket"]["handlers"]["get"] == ["Shared", True, "bytes", "json", None]
+
+
+def test_signature_sees_an_input_schema_come_or_go() -> None:
+    """The ingress validates bodies by the schema: dropping it must re-register."""
+    before = [svc("Ticket", ("get", "Shared"))]
+    before[0]["handlers"][0]["input_json_schema"] = True
+    after = [svc("Ticket", ("get", "Shared"))]
+    assert signature_diff(signature(before), signature(after)) == ["~ handler Ticket/get"]
 
 
 def test_signature_is_order_independent() -> None:
