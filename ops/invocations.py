@@ -332,6 +332,15 @@ KILL_REFUSED = (
 )
 
 
+CANCEL_UNSEEN = (
+    ". Restate hands the cancellation to the invocation's next attempt (it may be backing"
+    " off for a while), and an attempt that fails before its first await (a journal"
+    " mismatch, a crash on start) never sees it. Wait and look again with invoke"
+    " invocations, or end it with --kill (a Checkout also needs --force, and then its seat"
+    " released and its charge refunded by hand)"
+)
+
+
 def by_ids(admin: AdminClient, ids: Sequence[str]) -> list[Invocation]:
     """The named invocations (completed ones too); an error naming any id that is
     malformed or unknown, before anything is done."""
@@ -399,8 +408,9 @@ def end_step(
             status = status_of(admin, inv.id)
         took = time.monotonic() - started
         if status not in (None, "completed"):
+            hint = "" if kill else CANCEL_UNSEEN
             raise NotConverged(
-                f"asked to {verb} {inv.id} ({about}), still {status} after {wait_s:g}s"
+                f"asked to {verb} {inv.id} ({about}), still {status} after {wait_s:g}s{hint}"
             )
         seat = f"; seat {inv.seat} now {seat_status(admin, inv.seat)}" if inv.seat else ""
         done = "killed" if kill else "cancelled"
