@@ -194,7 +194,7 @@ def _check_stuck(
         seat = f"seat {inv.seat}{' held' if inv.holds_seat else ''}" if inv.seat else "no seat"
         report.violations.append(
             f"stuck invocation {inv.id} {inv.target} ({why}, {inv.status},"
-            f" {inv.retry_count} retries, {seat}): last failure {inv.last_failure or 'none'}"
+            f" retry count {inv.retry_count}, {seat}): last failure {inv.last_failure or 'none'}"
         )
     if len(stuck) > len(inside):
         report.notes.append(

@@ -397,9 +397,9 @@ def end_step(
 
     def step(ctx: Context) -> Result:
         if inv.status == "completed":
-            return Result.ok(f"{inv.id} ({about}) already completed")
+            return Result.ok(f"{about}: already completed")
         if ctx.check:
-            return Result.changed(f"would {verb} {inv.id} ({about}, {inv.status})")
+            return Result.changed(f"would {verb} {about} ({inv.status})")
         started = time.monotonic()
         (admin.kill if kill else admin.cancel)(inv.id)
         status = status_of(admin, inv.id)
@@ -409,12 +409,10 @@ def end_step(
         took = time.monotonic() - started
         if status not in (None, "completed"):
             hint = "" if kill else CANCEL_UNSEEN
-            raise NotConverged(
-                f"asked to {verb} {inv.id} ({about}), still {status} after {wait_s:g}s{hint}"
-            )
+            raise NotConverged(f"asked to {verb} {about}: still {status} after {wait_s:g}s{hint}")
         seat = f"; seat {inv.seat} now {seat_status(admin, inv.seat)}" if inv.seat else ""
         done = "killed" if kill else "cancelled"
-        return Result.changed(f"{done} {inv.id} ({about}): ended in {took:.1f}s{seat}")
+        return Result.changed(f"{done} {about}: ended in {took:.1f}s{seat}")
 
     return step
 

@@ -192,7 +192,7 @@ def test_stuck_work_fails_the_audit_until_cancelled(own: Stack) -> None:
     assert "still backing-off after 3s" in cancel.stdout and "--kill" in cancel.stdout
     kill = run_invoke("cancel", "--env", env_file, "--stuck", "--max-retries", "2", "--kill")
     assert kill.returncode == 0, kill.stdout + kill.stderr
-    assert "killed inv_" in kill.stdout
+    assert "killed Stuck/forever: ended" in kill.stdout
     assert run_invoke("audit", "--env", env_file, "--max-retries", "2").returncode == 0
 
     purge = run_invoke("purge", "--env", env_file)
