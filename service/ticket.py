@@ -20,6 +20,7 @@ from service.validation import (
     accept_any_body,
     bad_request,
     check_id,
+    check_read_body,
     holder_from,
     parse_json,
     user_id_from,
@@ -227,8 +228,7 @@ async def cleanup(ctx: ObjectContext, body: bytes) -> TicketView:
 @ticket.handler(kind="shared", accept=ANY_CONTENT_TYPE, input_serde=BytesSerde())
 async def get(ctx: ObjectSharedContext, body: bytes) -> TicketView:
     """Current status; accepts an empty body under any content type, or `{}`."""
-    if body.strip():
-        parse_json(body)
+    check_read_body(ctx, body)
     state = await _load(ctx)
     return state.view()
 

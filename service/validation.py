@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from restate import TerminalError, VirtualObject
+from restate import ObjectSharedContext, TerminalError, VirtualObject
 
 from service.models import MAX_ID_LENGTH
 
@@ -22,6 +22,22 @@ def accept_any_body(service: VirtualObject, handler: str) -> None:
     empty body that carries a content type ("Empty body not allowed"). Without a schema,
     a handler with `accept="*/*"` gets any body, under any type or none."""
     service.handlers[handler].handler_io.input_type = None
+
+
+def check_read_body(ctx: ObjectSharedContext, body: bytes) -> None:
+    """A read's body: empty (under any content type, or none), or JSON sent as JSON.
+    A non-empty body under another content type is a 400, as before `accept_any_body`,
+    when the ingress refused it."""
+    if not body.strip():
+        return
+    headers = {k.lower(): v for k, v in ctx.request().headers.items()}
+    content_type = headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type != "application/json" and not content_type.endswith("+json"):
+        raise bad_request(
+            f"A non-empty body must be JSON (Content-Type: application/json),"
+            f" not {content_type or 'untyped'}"
+        )
+    parse_json(body)
 
 
 def bad_request(message: str) -> TerminalError:

@@ -58,7 +58,13 @@ def test_reads_accept_an_empty_body_of_any_content_type(
     braces = httpx.post(f"{url}/Ticket/{t}/get", json={})
     assert braces.status_code == 200 and braces.json() == got.json()
     garbage = httpx.post(f"{url}/Ticket/{t}/get", content=b"x{", headers={"Content-Type": "a/b"})
-    assert garbage.status_code == 400 and "not valid JSON" in garbage.text
+    assert garbage.status_code == 400 and "must be JSON" in garbage.text, garbage.text
+    typed = {"Content-Type": "application/json"}
+    broken = httpx.post(f"{url}/Ticket/{t}/get", content=b"x{", headers=typed)
+    assert broken.status_code == 400 and "not valid JSON" in broken.text, broken.text
+    for path in (f"/Ticket/{t}/get", f"/SeatMap/{event}/get"):
+        plain = httpx.post(url + path, content=b"{}", headers={"Content-Type": "text/plain"})
+        assert plain.status_code == 400 and "must be JSON" in plain.text, plain.text
 
 
 def test_a_held_checkout_is_listed_with_its_seat_and_cancel_ends_it(stack: Stack) -> None:
