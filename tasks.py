@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json as jsonlib
 import shlex
 import sys
 from collections.abc import Iterator
@@ -12,17 +13,22 @@ from invoke import Context, Exit, task
 
 import ops.audit
 import ops.chaos
+import ops.invocations
 import ops.k6
 import ops.load
 import ops.stack
 import ops.steps
 from ops import environments, scenarios
+from ops.admin import AdminClient
 from ops.build import Build
 from ops.environments import PROJECT_ROOT
 from ops.errors import NexusError
 from ops.release import ReleaseOptions
 
 ENV_HELP = "environment name under environments/ (or a path to a .toml file); default: local"
+JSON_HELP = "print one JSON object per step and a recap object (no text)"
+READ_ONLY = "status, audit, invocations"
+WITH_CHECK = "deploy, down, build, cancel, purge"
 
 
 @contextmanager
@@ -56,10 +62,32 @@ def _env(name: str) -> environments.Environment:
         return environments.load(name)
 
 
+def _dry(c: Context) -> bool:
+    """Invoke's global `--dry` (it only reaches `c.run`, so each task reads it)."""
+    return bool(c.config.run.dry)
+
+
+def _refuse_dry(c: Context, name: str) -> None:
+    """`invoke --dry` on a task that would act and has no check mode: refuse, act never."""
+    if _dry(c):
+        raise Exit(
+            f"error: invoke --dry {name}: {name} has no check mode and would act on the"
+            f" stack, so nothing was done. Read-only tasks ({READ_ONLY}) run under --dry;"
+            f" tasks with --check ({WITH_CHECK}) run as --check.",
+            code=2,
+        )
+
+
+def _secret_values(env: environments.Environment) -> list[str | None]:
+    """The secrets an environment names (token, connect key): masked in play output."""
+    names = [env.get("restate", "token_env"), env.get("service", "connect_key_env")]
+    return [env.secret(str(n)) for n in names if n]
+
+
 @task(
     help={
         "env": ENV_HELP,
-        "check": "show what would change, change nothing",
+        "check": "show what would change, change nothing (also under invoke --dry)",
         "diff": "show before/after of each change",
         "drain_timeout": "wait up to this many seconds for older versions to drain and retire"
         " them (default 0: retire what has drained already, the rest on a later deploy)",
@@ -67,6 +95,7 @@ def _env(name: str) -> environments.Environment:
         " their type (in-flight invocations still drain on the old version)",
         "service_url": "service mode url: this version's endpoint (default: [service] url,"
         " with {version} filled in)",
+        "json": JSON_HELP,
     }
 )
 def deploy(
@@ -77,6 +106,7 @@ def deploy(
     drain_timeout: str = "0",
     allow_breaking: bool = False,
     service_url: str = "",
+    json: bool = False,
 ) -> None:
     """Converge the environment: server, gateway, a new service version beside the old
     one when the code changed, registration, smoke call, retire what has drained."""
@@ -85,8 +115,9 @@ def deploy(
         allow_breaking=allow_breaking,
         service_url=service_url,
     )
-    with _errors():
-        play = ops.stack.deploy(_env(env), check=check, diff=diff, options=options)
+    environment = _env(env)
+    with _errors(), ops.steps.output(json=json, redact=_secret_values(environment)):
+        play = ops.stack.deploy(environment, check=check or _dry(c), diff=diff, options=options)
     if play.failed:
         raise Exit(code=1)
 
@@ -95,13 +126,164 @@ def deploy(
     help={
         "env": ENV_HELP,
         "purge": "also delete data, logs and outbox",
-        "check": "show what would stop",
+        "check": "show what would stop (also under invoke --dry)",
+        "json": JSON_HELP,
     }
 )
-def down(c: Context, env: str = "local", purge: bool = False, check: bool = False) -> None:
+def down(
+    c: Context, env: str = "local", purge: bool = False, check: bool = False, json: bool = False
+) -> None:
     """Stop everything deploy started (no process left behind)."""
+    environment = _env(env)
+    with _errors(), ops.steps.output(json=json, redact=_secret_values(environment)):
+        play = ops.stack.down(environment, purge=purge, check=check or _dry(c))
+    if play.failed:
+        raise Exit(code=1)
+
+
+def _admin(environment: environments.Environment) -> AdminClient:
+    return AdminClient(environment.admin.url, environment.token)
+
+
+@task(
+    help={
+        "env": ENV_HELP,
+        "status": "only this status: " + ", ".join(ops.invocations.OPEN_STATUSES),
+        "service": "only invocations of this service (Checkout, Ticket, ...)",
+        "older_than": "only those older than this (30s, 15m, 2h, 1d)",
+        "json": "print one JSON object instead of the table",
+        "max_retries": f"retries beyond which one counts as stuck (default"
+        f" {ops.invocations.DEFAULT_MAX_RETRIES})",
+    }
+)
+def invocations(
+    c: Context,
+    env: str = "local",
+    status: str = "",
+    service: str = "",
+    older_than: str = "",
+    json: bool = False,
+    max_retries: int = ops.invocations.DEFAULT_MAX_RETRIES,
+) -> None:
+    """What runs, waits, backs off or is paused, stuck work first: target, seat, age, retries,
+    last failure, pinned deployment."""
     with _errors():
-        play = ops.stack.down(_env(env), purge=purge, check=check)
+        if status and status not in ops.invocations.OPEN_STATUSES:
+            raise NexusError(
+                f"--status takes one of {', '.join(ops.invocations.OPEN_STATUSES)}, not {status!r}"
+            )
+        older = ops.invocations.parse_duration("--older-than", older_than) if older_than else 0.0
+        environment = _env(env)
+        admin = _admin(environment)
+        try:
+            found = ops.invocations.open_invocations(
+                admin, service=service or None, status=status or None
+            )
+        finally:
+            admin.close()
+    selection = ops.invocations.Selection(older_than_s=older, max_retries=max_retries)
+    chosen = selection.apply(found)
+    if json:
+        rows = [i.to_dict(selection.now, max_retries) for i in chosen]
+        stuck = sum(r["stuck"] is not None for r in rows)
+        print(jsonlib.dumps({"invocations": rows, "open": len(rows), "stuck": stuck}))
+    else:
+        print("\n".join(ops.invocations.table_lines(chosen, selection.now, max_retries)))
+
+
+@task(
+    iterable=["id"],
+    help={
+        "env": ENV_HELP,
+        "id": "an invocation id (inv_...); repeat it, or separate ids with commas",
+        "stuck": "every stuck invocation (see invoke invocations)",
+        "older_than": "every open invocation older than this (30s, 15m, 2h, 1d)",
+        "kill": "kill instead of cancel: no compensations run (refused for Checkout)",
+        "force": "with --kill: kill Checkout invocations too, leaving their seats held",
+        "check": "show what would be ended, end nothing (also under invoke --dry)",
+        "wait": "seconds to wait for each to end (default 30)",
+        "json": JSON_HELP,
+        "max_retries": "with --stuck: retries beyond which one counts as stuck",
+    },
+)
+def cancel(
+    c: Context,
+    id: list[str] | None = None,
+    env: str = "local",
+    stuck: bool = False,
+    older_than: str = "",
+    kill: bool = False,
+    force: bool = False,
+    check: bool = False,
+    wait: float = 30.0,
+    json: bool = False,
+    max_retries: int = ops.invocations.DEFAULT_MAX_RETRIES,
+) -> None:
+    """Cancel invocations (the saga's compensations run) and confirm each one ended."""
+    named = [i for text in id or [] for i in text.replace(",", " ").split() if i]
+    with _errors():
+        if named and (stuck or older_than):
+            raise NexusError("name invocation ids, or select with --stuck/--older-than: not both")
+        if not named and not stuck and not older_than:
+            raise NexusError("name invocation ids, or select with --stuck and/or --older-than")
+        if force and not kill:
+            raise NexusError("--force only applies to --kill")
+        older = ops.invocations.parse_duration("--older-than", older_than) if older_than else 0.0
+        environment = _env(env)
+        admin = _admin(environment)
+        try:
+            if named:
+                chosen = ops.invocations.by_ids(admin, named)
+            else:
+                selection = ops.invocations.Selection(older_than_s=older, max_retries=max_retries)
+                chosen = [
+                    i
+                    for i in selection.apply(ops.invocations.open_invocations(admin))
+                    if not stuck or i.stuck_reason(max_retries) is not None
+                ]
+            if kill:
+                ops.invocations.check_kill(chosen, force=force)
+            verb = "kill" if kill else "cancel"
+            with ops.steps.output(json=json, redact=_secret_values(environment)):
+                play = ops.steps.Play(
+                    f"{verb} {environment.name}", ops.steps.Context(check=check or _dry(c))
+                )
+                if not chosen:
+                    play.run(verb, lambda ctx: ops.steps.Result.ok("nothing selected"))
+                for inv in chosen:
+                    play.run(inv.id, ops.invocations.end_step(admin, inv, kill=kill, wait_s=wait))
+                play.recap()
+        finally:
+            admin.close()
+    if play.failed:
+        raise Exit(code=1)
+
+
+@task(
+    help={
+        "env": ENV_HELP,
+        "older_than": "only invocations completed longer ago than this (30s, 15m, 2h, 1d)",
+        "check": "count what would be purged, purge nothing (also under invoke --dry)",
+        "json": JSON_HELP,
+    }
+)
+def purge(
+    c: Context, env: str = "local", older_than: str = "", check: bool = False, json: bool = False
+) -> None:
+    """Remove completed invocations (their journal and metadata) from Restate."""
+    with _errors():
+        older = ops.invocations.parse_duration("--older-than", older_than) if older_than else 0.0
+        environment = _env(env)
+        admin = _admin(environment)
+        try:
+            with ops.steps.output(json=json, redact=_secret_values(environment)):
+                play = ops.steps.Play(
+                    f"purge {environment.name}", ops.steps.Context(check=check or _dry(c))
+                )
+                play.run("purge", ops.invocations.purge_step(admin, older_than_s=older))
+                play.recap()
+        finally:
+            admin.close()
     if play.failed:
         raise Exit(code=1)
 
@@ -119,6 +301,7 @@ def status(c: Context, env: str = "local") -> None:
 )
 def test_all(c: Context, env: str = "local", junit: str = "") -> None:
     """Run the contract scenarios through the environment's ingress (with its token)."""
+    _refuse_dry(c, "test-all")
     with _errors():
         outcomes = scenarios.test_all(_env(env), junit=Path(junit) if junit else None)
     if any(o.status == "failed" for o in outcomes):
@@ -166,6 +349,7 @@ def load(
 ) -> None:
     """Run a k6 load (closed with --vus, open with --rate) through the environment's
     ingress, then audit what it booked."""
+    _refuse_dry(c, "load")
     environment = _env(env)
     latency = _milliseconds("--gateway-latency", gateway_latency) if gateway_latency else None
     if rate < 0 or vus < 0:
@@ -216,6 +400,7 @@ def bench(
     c: Context, env: str = "local", vus: int = 32, duration: str = "20s", out: str = ""
 ) -> None:
     """Measure no-op calls vs. full checkouts on this machine: rate, ratio, latency, CPU."""
+    _refuse_dry(c, "bench")
     with _errors():
         result = ops.load.bench(_env(env), vus=vus, duration=duration)
     print("\n".join(ops.load.bench_lines(result)))
@@ -234,6 +419,7 @@ def bench(
 )
 def chaos(c: Context, env: str = "local", scenario: str = "") -> None:
     """Inject faults (kills, gateway outage, hot seat, bad input, ...) and check recovery."""
+    _refuse_dry(c, "chaos")
     with _errors():
         outcomes = ops.chaos.run_chaos(_env(env), scenario or None)
     if any(o.status == "failed" for o in outcomes):
@@ -243,7 +429,7 @@ def chaos(c: Context, env: str = "local", scenario: str = "") -> None:
 @task(help={"check": "show what would be built, build nothing"})
 def build(c: Context, check: bool = False) -> None:
     """Build a wheel into dist/ and a container context (Dockerfile) for the service."""
-    play = ops.steps.Play("build", ops.steps.Context(check=check))
+    play = ops.steps.Play("build", ops.steps.Context(check=check or _dry(c)))
     with _errors():
         for name, step in Build(PROJECT_ROOT).steps():
             play.run(name, step)

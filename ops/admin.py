@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
+from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import quote
 
@@ -13,9 +15,34 @@ from ops.errors import ApiError, TokenRejected
 
 Signature = dict[str, dict[str, Any]]
 
+# Answers worth another try for a call that is safe to repeat: rate limited, or the
+# server (or a proxy before it) busy or restarting. A 500 is an answer (the admin API
+# gives it for a query it cannot run), not a busy server.
+RETRY_STATUSES = frozenset({429, 502, 503, 504})
+# Seconds a safe call may spend retrying before it fails, and its first pause (doubled
+# after each try, at most MAX_PAUSE_S); a Retry-After answer sets the pause instead.
+RETRY_BUDGET_S = 20.0
+FIRST_PAUSE_S = 0.25
+MAX_PAUSE_S = 5.0
+
+
+def retry_after_s(value: str | None, now: float | None = None) -> float | None:
+    """A `Retry-After` header in seconds (delta-seconds or an HTTP date), or None."""
+    if not value:
+        return None
+    text = value.strip()
+    if text.isdigit():
+        return float(text)
+    try:
+        when = parsedate_to_datetime(text).timestamp()
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when - (time.time() if now is None else now))
+
 
 class _Client:
-    """An httpx client that turns transport errors and 401/403 into clear `ApiError`s."""
+    """An httpx client that turns transport errors and 401/403 into clear `ApiError`s,
+    and retries calls that are safe to repeat (see `request`)."""
 
     role = "endpoint"
 
@@ -26,12 +53,16 @@ class _Client:
         *,
         timeout: float = 10.0,
         transport: httpx.BaseTransport | None = None,
+        retry_budget_s: float = RETRY_BUDGET_S,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self._http = httpx.Client(
             base_url=self.base_url, headers=headers, timeout=timeout, transport=transport
         )
+        self.retry_budget_s = retry_budget_s
+        self._sleep = sleep
 
     def close(self) -> None:
         self._http.close()
@@ -45,8 +76,14 @@ class _Client:
         content: bytes | None = None,
         headers: Mapping[str, str] | None = None,
         timeout: float | None = None,
+        retry: bool | None = None,
     ) -> httpx.Response:
-        """Send one request; a 401/403 raises `TokenRejected`, no answer raises `ApiError`."""
+        """Send a request; a 401/403 raises `TokenRejected`, no answer raises `ApiError`.
+
+        A call that is safe to repeat (`retry`, by default: GET and HEAD) is tried again
+        on 429, 5xx, a timeout or a dropped connection, with doubling pauses or the
+        server's `Retry-After`, within `retry_budget_s`; then it fails naming the URL and
+        the last answer. A refused connection is not retried: nothing listens there."""
         kwargs: dict[str, Any] = {"headers": dict(headers or {})}
         if body is not None:
             kwargs["json"] = body
@@ -54,13 +91,40 @@ class _Client:
             kwargs["content"] = content
         if timeout is not None:
             kwargs["timeout"] = timeout
-        try:
-            resp = self._http.request(method, path, **kwargs)
-        except httpx.HTTPError as exc:
-            raise ApiError(
-                f"{self.role} at {self.base_url} did not answer {method} {path}:"
-                f" {type(exc).__name__} {exc}"
-            ) from None
+        safe = method in ("GET", "HEAD") if retry is None else retry
+        started = time.monotonic()
+        pause = FIRST_PAUSE_S
+        attempts = 0
+        waited = 0.0  # pauses asked for: bounds the loop even where sleeping is faked
+        while True:
+            attempts += 1
+            resp: httpx.Response | None = None
+            try:
+                resp = self._http.request(method, path, **kwargs)
+            except httpx.HTTPError as exc:
+                last = f"{type(exc).__name__} {exc}"
+                if not safe or isinstance(exc, httpx.ConnectError | httpx.UnsupportedProtocol):
+                    raise ApiError(
+                        f"{self.role} at {self.base_url} did not answer {method} {path}: {last}"
+                    ) from None
+            if resp is not None:
+                if not safe or resp.status_code not in RETRY_STATUSES:
+                    break
+                last = f"HTTP {resp.status_code}: {resp.text[:300]}"
+                asked = retry_after_s(resp.headers.get("Retry-After"))
+                if asked is not None:
+                    pause = asked
+            spent = max(time.monotonic() - started, waited)
+            if pause > self.retry_budget_s - spent:
+                raise ApiError(
+                    f"{self.role} at {self.base_url}{path} ({method}) still failing after"
+                    f" {attempts} attempt(s) in {spent:.1f}s"
+                    f" (retry budget {self.retry_budget_s:g}s); last answer: {last}",
+                    status=resp.status_code if resp is not None else None,
+                )
+            self._sleep(pause)
+            waited += pause
+            pause = min(pause * 2, MAX_PAUSE_S)
         if resp.status_code in (401, 403):
             raise TokenRejected(
                 f"token rejected by {self.role} at {self.base_url} (HTTP {resp.status_code})",
@@ -96,7 +160,8 @@ class AdminClient(_Client):
 
     def healthy(self) -> bool:
         try:
-            return self.request("GET", "/health", timeout=2.0).status_code == 200
+            resp = self.request("GET", "/health", timeout=2.0, retry=False)
+            return resp.status_code == 200
         except TokenRejected:
             raise
         except ApiError:
@@ -140,7 +205,7 @@ class AdminClient(_Client):
         }
         if metadata:
             body["metadata"] = dict(metadata)
-        resp = self.request("POST", "/deployments", body=body, timeout=30.0)
+        resp = self.request("POST", "/deployments", body=body, timeout=30.0, retry=True)
         return dict(_expect(resp, f"registering {uri}"))
 
     def discover(self, uri: str) -> dict[str, Any]:
@@ -186,6 +251,11 @@ class AdminClient(_Client):
         path = f"/invocations/{quote(invocation_id, safe='')}/kill"
         _expect(self.request("PATCH", path), f"killing {invocation_id}")
 
+    def purge(self, invocation_id: str) -> None:
+        """Delete a completed invocation's journal and metadata (409 while it runs)."""
+        path = f"/invocations/{quote(invocation_id, safe='')}/purge"
+        _expect(self.request("PATCH", path), f"purging {invocation_id}")
+
     def query(self, sql: str) -> list[dict[str, Any]]:
         """Run SQL against Restate's introspection tables."""
         resp = self.request(
@@ -194,8 +264,13 @@ class AdminClient(_Client):
             body={"query": sql},
             headers={"Accept": "application/json"},
             timeout=30.0,
+            retry=True,
         )
         return list(_expect(resp, "SQL query")["rows"])
+
+
+# Ingress handlers that only read (shared handlers of Ticket and SeatMap): safe to repeat.
+READ_HANDLERS = frozenset({"get"})
 
 
 class IngressClient(_Client):
@@ -213,14 +288,20 @@ class IngressClient(_Client):
         raw: bytes | None = None,
         headers: Mapping[str, str] | None = None,
         timeout: float = 30.0,
+        retry: bool | None = None,
     ) -> httpx.Response:
-        """POST to `/Service[/key]/handler`; JSON `body` or `raw` bytes."""
+        """POST to `/Service[/key]/handler`; JSON `body` or `raw` bytes. Reads (`get`
+        handlers, shared and side-effect free) are retried like admin reads unless
+        `retry=False`; any other call only with `retry=True` (an Idempotency-Key)."""
         path = f"/{service}/{_quote(key)}/{handler}" if key is not None else f"/{service}/{handler}"
         content = raw if raw is not None else (None if body is None else json.dumps(body).encode())
         # No Content-Type without a body: the ingress refuses a typed empty body.
         typed = {"Content-Type": "application/json"} if content else {}
         hdrs = {**typed, **dict(headers or {})}
-        return self.request("POST", path, content=content, headers=hdrs, timeout=timeout)
+        safe = handler in READ_HANDLERS if retry is None else retry
+        return self.request(
+            "POST", path, content=content, headers=hdrs, timeout=timeout, retry=safe
+        )
 
     def checkout(
         self,
@@ -299,6 +380,9 @@ def signature(services: list[dict[str, Any]]) -> Signature:
                     h.get("public"),
                     h.get("input_description"),
                     h.get("output_description"),
+                    # The ingress validates bodies by it: a schema added or dropped
+                    # changes which requests reach the handler.
+                    h.get("input_json_schema"),
                 ]
                 for h in svc.get("handlers", [])
             },

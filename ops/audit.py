@@ -7,7 +7,10 @@ payment gateway's charge list.
 - no seat RESERVED past its hold (beyond a grace for timer delivery), and no checkout
   hold (a hold without deadline) whose own checkout, named by its holdId, has ended;
 - no live charge left for a seat that is not SOLD to the payer, unless the seat's
-  checkout is still running (charged, not confirmed yet).
+  checkout is still running (charged, not confirmed yet);
+- no stuck invocation (`ops.invocations`): paused, failing on a journal mismatch or
+  another non-transient failure, or retried beyond a bound. A checkout that will never
+  finish holds its seat and maybe a charge, so "still running" is no excuse for it.
 Where the gateway cannot list charges, only the state invariants are checked."""
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from typing import Any
 
 from ops.admin import AdminClient, GatewayClient
 from ops.environments import Environment
+from ops.invocations import DEFAULT_MAX_RETRIES, Invocation, open_invocations
 from service.models import TICKET, TicketState, TicketStatus
 
 HOLD_GRACE_MS = 5_000
@@ -100,12 +104,16 @@ def check(
     prefix: str = "",
     now_ms: int | None = None,
     checkouts_running: frozenset[str] = frozenset(),
+    stuck: list[tuple[Invocation, str]] | None = None,
 ) -> AuditReport:
-    """The invariants over already-read state: pure, so it is unit-testable."""
+    """The invariants over already-read state: pure, so it is unit-testable. `stuck`
+    lists the stuck invocations with their reason (None: not read)."""
     now = int(time.time() * 1000) if now_ms is None else now_ms
     report = AuditReport()
+    _check_stuck(report, stuck, prefix)
     status = Counter(states[-1].status.value for states in seats.values())
     report.checked = {
+        **report.checked,
         "seats": len(seats),
         "sold": status["SOLD"],
         "reserved": status["RESERVED"],
@@ -173,10 +181,47 @@ def check(
     return report
 
 
-def audit(env: Environment, *, prefix: str = "") -> AuditReport:
-    """Read state and charges of `env` and check every invariant."""
+def _check_stuck(
+    report: AuditReport, stuck: list[tuple[Invocation, str]] | None, prefix: str
+) -> None:
+    """A violation per stuck invocation (within `prefix`, when the audit has one: by its
+    seat, else its key); stuck work outside the prefix is still named in a note."""
+    if stuck is None:
+        return
+    inside = [(inv, why) for inv, why in stuck if (inv.seat or inv.key or "").startswith(prefix)]
+    report.checked["stuck"] = len(inside)
+    for inv, why in inside:
+        seat = f"seat {inv.seat}{' held' if inv.holds_seat else ''}" if inv.seat else "no seat"
+        report.violations.append(
+            f"stuck invocation {inv.id} {inv.target} ({why}, {inv.status},"
+            f" retry count {inv.retry_count}, {seat}): last failure {inv.last_failure or 'none'}"
+        )
+    if len(stuck) > len(inside):
+        report.notes.append(
+            f"{len(stuck) - len(inside)} stuck invocation(s) outside prefix {prefix!r}:"
+            " see invoke invocations"
+        )
+
+
+def stuck_invocations(
+    admin: AdminClient, max_retries: int = DEFAULT_MAX_RETRIES
+) -> list[tuple[Invocation, str]]:
+    """Every open invocation that waiting will not end, with the reason."""
+    found = []
+    for inv in open_invocations(admin):
+        why = inv.stuck_reason(max_retries)
+        if why is not None:
+            found.append((inv, why))
+    return found
+
+
+def audit(
+    env: Environment, *, prefix: str = "", max_retries: int = DEFAULT_MAX_RETRIES
+) -> AuditReport:
+    """Read state, invocations and charges of `env` and check every invariant."""
     admin = AdminClient(env.admin.url, env.token)
     try:
+        stuck = stuck_invocations(admin, max_retries)
         seats = read_tickets(admin, prefix)
         running = checkouts_in_flight(admin)
         if any(s[-1].checkout_hold and s[-1].hold_id not in running for s in seats.values()):
@@ -196,4 +241,4 @@ def audit(env: Environment, *, prefix: str = "") -> AuditReport:
     finally:
         admin.close()
     charges = read_charges(env.gateway.url) if env.gateway_mode == "mock" else None
-    return check(seats, charges, prefix=prefix, checkouts_running=running)
+    return check(seats, charges, prefix=prefix, checkouts_running=running, stuck=stuck)

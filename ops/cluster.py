@@ -7,11 +7,12 @@ from __future__ import annotations
 import json
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from ops.environments import Environment
-from ops.errors import NexusError, RuntimeUnavailable
+from ops.errors import NexusError, ProcessError, RuntimeUnavailable
 from ops.processes import ProcessManager, ProcessSpec, http_ready
 from ops.runtimes import BinaryRuntime, npm_install, stop_step, unified, wait_until
 from ops.server_config import Membership, ServerNode, restate_config
@@ -178,7 +179,7 @@ class ClusterRuntime:
         leaders = self.wait_for_leaders(120.0)
         for node in self.nodes:
             wait_until(
-                http_ready(f"{node.ingress_url}/restate/health"),
+                self.while_alive(http_ready(f"{node.ingress_url}/restate/health")),
                 60.0,
                 f"{node.name}'s ingress did not become ready within 60s",
             )
@@ -212,11 +213,32 @@ class ClusterRuntime:
             return {}
         return {int(r["partition_id"]): str(r["plain_node_id"]) for r in rows}
 
+    def check_alive(self) -> None:
+        """Fail at once, naming the node and its log, when a node's process has died:
+        a wait for leaders or readiness would otherwise sit out its whole timeout."""
+        for node in self.nodes:
+            if not self.procs.info(node.process).alive:
+                tail = self.procs.tail(node.process)
+                raise ProcessError(
+                    f"{node.name} ({node.process}) is not running:\n{tail}",
+                    log=self.procs.log_file(node.process),
+                )
+
+    def while_alive(self, probe: Callable[[], bool]) -> Callable[[], bool]:
+        """`probe`, failing at once (`check_alive`) when a node has died."""
+
+        def checked() -> bool:
+            self.check_alive()
+            return probe()
+
+        return checked
+
     def wait_for_leaders(self, timeout: float) -> int:
         want = int(self.env.get("restate", "partitions"))
         deadline = time.monotonic() + timeout
         leaders: dict[int, str] = {}
         while time.monotonic() < deadline:
+            self.check_alive()
             leaders = self.partition_leaders()
             if len(leaders) >= want:
                 return len(leaders)

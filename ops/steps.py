@@ -1,11 +1,19 @@
 """Ansible-style steps: each reads state, acts only on a difference, and reports
-`ok`, `changed`, `failed` or `skipped`; a play ends with a recap line."""
+`ok`, `changed`, `failed` or `skipped`; a play ends with a recap line.
+
+Two output modes: text (a line per step) and JSON (one object per line per step, then a
+recap object, like Ansible's JSON callback). A task picks the mode for every play it runs
+with `output(json=True)`, so plays built elsewhere need no new argument. Either way, the
+values given to `output(redact=...)` (tokens, keys) are masked in whatever is printed."""
 
 from __future__ import annotations
 
+import json
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TextIO
@@ -56,6 +64,36 @@ class Context:
 
 StepFn = Callable[[Context], Result]
 
+
+@dataclass(frozen=True)
+class Output:
+    """How plays print: `json` lines or text, and which secret values to mask."""
+
+    json: bool = False
+    redact: tuple[str, ...] = ()
+
+    def scrub(self, text: str) -> str:
+        for secret in self.redact:
+            text = text.replace(secret, "***")
+        return text
+
+
+_OUTPUT: ContextVar[Output | None] = ContextVar("nexus_play_output", default=None)
+# Shorter values are not masked: they would mangle ordinary words, and are no secret.
+_MIN_SECRET = 8
+
+
+@contextmanager
+def output(*, json: bool = False, redact: Iterable[str | None] = ()) -> Iterator[Output]:
+    """Every play created inside prints in this mode and masks these values."""
+    mode = Output(json, tuple(v for v in redact if v and len(v) >= _MIN_SECRET))
+    token = _OUTPUT.set(mode)
+    try:
+        yield mode
+    finally:
+        _OUTPUT.reset(token)
+
+
 _COLORS = {Status.OK: "32", Status.CHANGED: "33", Status.FAILED: "31", Status.SKIPPED: "36"}
 
 
@@ -67,8 +105,11 @@ class Play:
     ctx: Context = field(default_factory=Context)
     out: TextIO = field(default_factory=lambda: sys.stdout)
     results: list[Result] = field(default_factory=list)
+    mode: Output = field(default_factory=lambda: _OUTPUT.get() or Output())
 
     def __post_init__(self) -> None:
+        if self.mode.json:
+            return  # the recap object names the play; a header line would not parse
         mode = " (check mode: nothing will be changed)" if self.ctx.check else ""
         self._print(f"PLAY [{self.title}]{mode}")
 
@@ -95,6 +136,19 @@ class Play:
         return result
 
     def _report(self, result: Result) -> None:
+        if self.mode.json:
+            self._emit(
+                {
+                    "play": self.title,
+                    "name": result.step,
+                    "status": result.status.value,
+                    "would": self.ctx.check and result.status is Status.CHANGED,
+                    "message": result.message,
+                    "diff": list(result.diff),
+                    "seconds": round(result.seconds, 3),
+                }
+            )
+            return
         label = result.status.value
         if self.ctx.check and result.status is Status.CHANGED:
             label = "changed (would)"
@@ -117,13 +171,36 @@ class Play:
             f"RECAP [{self.title}] ok={c['ok']} changed={c['changed']}"
             f" failed={c['failed']} skipped={c['skipped']}"
         )
-        self._print(line)
+        if self.mode.json:
+            self._emit(
+                {
+                    "play": self.title,
+                    "recap": c,
+                    "check": self.ctx.check,
+                    "failed": self.failed,
+                    "seconds": round(sum(r.seconds for r in self.results), 3),
+                }
+            )
+        else:
+            self._print(line)
         return line
 
+    def _emit(self, record: dict[str, object]) -> None:
+        """One JSON object on its own line, secrets masked in every string of it."""
+        clean = {
+            k: self.mode.scrub(v)
+            if isinstance(v, str)
+            else [self.mode.scrub(x) for x in v]
+            if isinstance(v, list)
+            else v
+            for k, v in record.items()
+        }
+        self._print(json.dumps(clean, ensure_ascii=False))
+
     def _paint(self, status: Status, text: str) -> str:
-        if not getattr(self.out, "isatty", lambda: False)():
+        if self.mode.json or not getattr(self.out, "isatty", lambda: False)():
             return text
         return f"\033[{_COLORS[status]}m{text}\033[0m"
 
     def _print(self, line: str) -> None:
-        print(line, file=self.out, flush=True)
+        print(self.mode.scrub(line), file=self.out, flush=True)

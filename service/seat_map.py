@@ -20,7 +20,7 @@ from restate import ObjectContext, ObjectSharedContext
 from restate.serde import BytesSerde
 
 from service.models import SEAT_PREFIX, SeatEntry, SeatUpdate, event_of
-from service.validation import check_id, parse_json
+from service.validation import ANY_CONTENT_TYPE, accept_any_body, check_id, check_read_body
 
 SHARDS = 8
 
@@ -61,13 +61,16 @@ async def rows(ctx: ObjectSharedContext) -> list[dict[str, Any]]:
     return found
 
 
-@seat_map.handler(kind="shared", input_serde=BytesSerde())
+@seat_map.handler(kind="shared", accept=ANY_CONTENT_TYPE, input_serde=BytesSerde())
 async def get(ctx: ObjectSharedContext, body: bytes) -> list[dict[str, Any]]:
-    """All seats of the event seen so far, sorted by id; accepts an empty body or `{}`."""
+    """All seats of the event seen so far, sorted by id; accepts an empty body under any
+    content type, or `{}`."""
     event = check_id("eventId", ctx.key())
-    if body.strip():
-        parse_json(body)
+    check_read_body(ctx, body)
     calls = [ctx.object_call(rows, key=_shard_of(event, n), arg=None) for n in range(SHARDS)]
     await restate.gather(*calls)
     seats = [row for call in calls for row in await call]
     return sorted(seats, key=lambda row: str(row["id"]))
+
+
+accept_any_body(seat_map, "get")

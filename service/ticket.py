@@ -15,7 +15,16 @@ from service.config import settings
 from service.models import TICKET, SeatUpdate, TicketState, TicketStatus, TicketView
 from service.seat_map import shard_key
 from service.seat_map import update as seat_map_update
-from service.validation import bad_request, check_id, holder_from, parse_json, user_id_from
+from service.validation import (
+    ANY_CONTENT_TYPE,
+    accept_any_body,
+    bad_request,
+    check_id,
+    check_read_body,
+    holder_from,
+    parse_json,
+    user_id_from,
+)
 
 ticket = restate.VirtualObject("Ticket")
 
@@ -216,10 +225,12 @@ async def cleanup(ctx: ObjectContext, body: bytes) -> TicketView:
     return _release(ctx, state).view()
 
 
-@ticket.handler(kind="shared", input_serde=BytesSerde())
+@ticket.handler(kind="shared", accept=ANY_CONTENT_TYPE, input_serde=BytesSerde())
 async def get(ctx: ObjectSharedContext, body: bytes) -> TicketView:
-    """Current status; accepts an empty body or `{}`."""
-    if body.strip():
-        parse_json(body)
+    """Current status; accepts an empty body under any content type, or `{}`."""
+    check_read_body(ctx, body)
     state = await _load(ctx)
     return state.view()
+
+
+accept_any_body(ticket, "get")

@@ -5,9 +5,39 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from restate import TerminalError
+from restate import ObjectSharedContext, TerminalError, VirtualObject
 
 from service.models import MAX_ID_LENGTH
+
+# For `accept`: the handler takes a body under any Content-Type (or none).
+ANY_CONTENT_TYPE = "*/*"
+
+
+def accept_any_body(service: VirtualObject, handler: str) -> None:
+    """Let the ingress pass `handler` an empty body under any content type (`curl -d ''`
+    sends a form type), as well as `{}`; the handler validates what it gets.
+
+    The ingress checks a body before the handler runs. The SDK describes a `bytes`
+    input with a JSON schema (`true`), and any schema makes restate-server refuse an
+    empty body that carries a content type ("Empty body not allowed"). Without a schema,
+    a handler with `accept="*/*"` gets any body, under any type or none."""
+    service.handlers[handler].handler_io.input_type = None
+
+
+def check_read_body(ctx: ObjectSharedContext, body: bytes) -> None:
+    """A read's body: empty (under any content type, or none), or JSON sent as JSON.
+    A non-empty body under another content type is a 400, as before `accept_any_body`,
+    when the ingress refused it."""
+    if not body.strip():
+        return
+    headers = {k.lower(): v for k, v in ctx.request().headers.items()}
+    content_type = headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type != "application/json" and not content_type.endswith("+json"):
+        raise bad_request(
+            f"A non-empty body must be JSON (Content-Type: application/json),"
+            f" not {content_type or 'untyped'}"
+        )
+    parse_json(body)
 
 
 def bad_request(message: str) -> TerminalError:

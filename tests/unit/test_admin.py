@@ -35,7 +35,8 @@ def admin(
     handler: Callable[[httpx.Request], httpx.Response], token: str | None = TOKEN, url: str = ADMIN
 ) -> tuple[AdminClient, Recorder]:
     rec = Recorder(handler)
-    return AdminClient(url, token, transport=httpx.MockTransport(rec)), rec
+    client = AdminClient(url, token, transport=httpx.MockTransport(rec), sleep=lambda s: None)
+    return client, rec
 
 
 def ingress(
@@ -112,11 +113,12 @@ def test_transport_error_is_api_error() -> None:
 
 
 def test_http_error_is_api_error_with_status() -> None:
-    client, _ = admin(lambda r: httpx.Response(500, text="internal trouble"))
+    client, rec = admin(lambda r: httpx.Response(500, text="internal trouble"))
     with pytest.raises(ApiError) as info:
         client.version()
     assert info.value.status == 500
     assert "internal trouble" in str(info.value)
+    assert len(rec.requests) == 1  # a 500 is an answer, not a busy server: no retry
 
 
 def test_base_url_trailing_slash_is_dropped() -> None:
@@ -330,7 +332,15 @@ def test_signature_shape() -> None:
     sig = signature(BEFORE)
     assert set(sig) == {"Ticket", "Legacy"}
     assert sig["Ticket"]["ty"] == "VirtualObject"
-    assert sig["Ticket"]["handlers"]["get"] == ["Shared", True, "bytes", "json"]
+    assert sig["Ticket"]["handlers"]["get"] == ["Shared", True, "bytes", "json", None]
+
+
+def test_signature_sees_an_input_schema_come_or_go() -> None:
+    """The ingress validates bodies by the schema: dropping it must re-register."""
+    before = [svc("Ticket", ("get", "Shared"))]
+    before[0]["handlers"][0]["input_json_schema"] = True
+    after = [svc("Ticket", ("get", "Shared"))]
+    assert signature_diff(signature(before), signature(after)) == ["~ handler Ticket/get"]
 
 
 def test_signature_is_order_independent() -> None:

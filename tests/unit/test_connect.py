@@ -263,8 +263,8 @@ def test_shipped_cloud_file_loads_with_placeholder_urls(tmp_path: Path) -> None:
     env = _shipped_cloud(tmp_path, (PROJECT_ROOT / "environments" / "cloud.toml").read_text())
     assert env.runtime == "external"
     assert env.get("restate", "token_env") == "RESTATE_AUTH_TOKEN"
-    assert env.ingress.url == "https://YOUR-ENV.env.eu.restate.cloud:8080"
-    assert (env.admin.host, env.admin.port) == ("your-env.env.eu.restate.cloud", 9070)
+    assert env.ingress.url == "https://YOUR-ENV-ID.env.eu.restate.cloud:8080"
+    assert (env.admin.host, env.admin.port) == ("your-env-id.env.eu.restate.cloud", 9070)
     assert env.service_mode == "url" and env.service.url.startswith("https://")
     assert env.gateway_mode == "external" and env.gateway.url.startswith("https://")
     assert Stack(env).release.url == env.service.url

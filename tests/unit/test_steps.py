@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -215,3 +216,70 @@ def test_later_steps_learn_which_earlier_steps_would_change(check: bool) -> None
     p.run("gateway", lambda ctx: Result.ok("running"))
     seen = p.run("smoke", lambda ctx: Result.ok(",".join(ctx.would_change)))
     assert seen.message == ("service" if check else "")
+
+
+# --- JSON output mode ---------------------------------------------------------------
+
+
+def json_play(*, check: bool = False, redact: tuple[str, ...] = ()) -> tuple[Play, io.StringIO]:
+    out = io.StringIO()
+    with steps.output(json=True, redact=redact):
+        made = Play("deploy local", ctx=Context(check=check), out=out)
+    return made, out
+
+
+def test_json_mode_prints_one_object_per_step_and_a_recap() -> None:
+    p, out = json_play()
+    p.run("server", lambda ctx: Result.ok("running"))
+    p.run("service", lambda ctx: Result.changed("restarted", ["- old", "+ new"]))
+    p.run("smoke", lambda ctx: Result.skipped("not yet"))
+    text = p.recap()
+    records = [json.loads(line) for line in lines(out)]
+    assert [r.get("name") for r in records[:3]] == ["server", "service", "smoke"]
+    assert records[1] == {
+        "play": "deploy local",
+        "name": "service",
+        "status": "changed",
+        "would": False,
+        "message": "restarted",
+        "diff": ["- old", "+ new"],
+        "seconds": records[1]["seconds"],
+    }
+    assert isinstance(records[1]["seconds"], float)
+    recap = records[-1]
+    assert recap["recap"] == p.counts() == {"ok": 1, "changed": 1, "failed": 0, "skipped": 1}
+    assert recap["failed"] is False and recap["check"] is False
+    # The text recap line says the same as the recap object.
+    assert text == "RECAP [deploy local] ok=1 changed=1 failed=0 skipped=1"
+
+
+def test_json_mode_failure_and_check_mode() -> None:
+    p, out = json_play(check=True)
+    p.run("service", lambda ctx: Result.changed("would restart"))
+    p.run("registration", lambda ctx: (_ for _ in ()).throw(NotConverged("not there")))
+    p.recap()
+    records = [json.loads(line) for line in lines(out)]
+    assert records[0]["would"] is True
+    assert records[1]["status"] == "failed" and records[1]["message"] == "not there"
+    assert records[-1]["failed"] is True and records[-1]["check"] is True
+
+
+def test_secrets_are_masked_in_json_and_text() -> None:
+    secret = "key_0123456789abcdef"
+    p, out = json_play(redact=(secret,))
+    p.run("registration", lambda ctx: Result.changed(f"token {secret}", [f"+ {secret}"]))
+    p.recap()
+    assert secret not in out.getvalue()
+    record = json.loads(lines(out)[0])
+    assert record["message"] == "token ***" and record["diff"] == ["+ ***"]
+    text = io.StringIO()
+    with steps.output(redact=[secret, None, "short"]):
+        Play("x", out=text).run("a", lambda ctx: Result.ok(f"{secret} short"))
+    assert secret not in text.getvalue() and "*** short" in text.getvalue()
+
+
+def test_output_mode_ends_with_its_block() -> None:
+    with steps.output(json=True):
+        pass
+    _, out = play("deploy local")
+    assert lines(out) == ["PLAY [deploy local]"]

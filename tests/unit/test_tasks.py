@@ -8,9 +8,10 @@ import shlex
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
-from invoke import Collection, Exit, MockContext, Result, Task
+from invoke import Collection, Config, Exit, MockContext, Result, Task
 
 import ops.load
 import tasks
@@ -192,3 +193,93 @@ def test_load_refuses_a_gateway_latency_for_a_gateway_it_does_not_run(
     with pytest.raises(Exit) as exited:
         tasks.load(MockContext(), env=str(hosted), gateway_latency="500")
     assert "needs the mock gateway; hosted's gateway is external" in str(exited.value.message)
+
+
+# --- invoke --dry, and the invocation tasks' arguments --------------------------------
+
+
+def dry_context() -> MockContext:
+    """What `invoke --dry TASK` hands a task: run.dry set in its config."""
+    return MockContext(config=Config(overrides={"run": {"dry": True}}))
+
+
+@pytest.mark.parametrize(
+    ("name", "call"),
+    [
+        ("load", lambda c: tasks.load(c)),
+        ("bench", lambda c: tasks.bench(c)),
+        ("chaos", lambda c: tasks.chaos(c)),
+        ("test-all", lambda c: tasks.test_all(c)),
+    ],
+)
+def test_dry_refuses_tasks_that_would_act_without_a_check_mode(name: str, call: Any) -> None:
+    with pytest.raises(Exit) as info:
+        call(dry_context())
+    assert info.value.code == 2
+    assert f"invoke --dry {name}: {name} has no check mode" in str(info.value.message)
+    assert "nothing was done" in str(info.value.message)
+
+
+@pytest.mark.parametrize("name", ["deploy", "down"])
+def test_dry_runs_deploy_and_down_as_check(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: dict[str, Any] = {}
+
+    def fake_play(env: Any, **kwargs: Any) -> Any:
+        seen.update(kwargs)
+        return type("P", (), {"failed": False})()
+
+    monkeypatch.setattr(tasks.ops.stack, name, fake_play)
+    getattr(tasks, name)(dry_context())
+    assert seen["check"] is True
+    seen.clear()
+    getattr(tasks, name)(MockContext())
+    assert seen["check"] is False
+
+
+def test_dry_runs_cancel_as_check(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Under --dry, cancel names what it would end and calls no cancel."""
+    from ops import invocations as inv_mod
+
+    stuck = inv_mod.from_row(
+        {
+            "id": "inv_1ebPkxAd0hqz0snLun9SxDg9As64NoXv6v",
+            "target": "Checkout/process",
+            "target_service_name": "Checkout",
+            "status": "paused",
+        }
+    )
+    monkeypatch.setattr(inv_mod, "open_invocations", lambda admin: [stuck])
+    monkeypatch.setattr(inv_mod.AdminClient, "cancel", lambda *a: pytest.fail("cancelled"))
+    tasks.cancel(dry_context(), stuck=True)  # returns: the play reported "would cancel"
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({}, "name invocation ids, or select with --stuck and/or --older-than"),
+        (
+            {"id": ["inv_1ebPkxAd0hqz0snLun9SxDg9As64NoXv6v"], "stuck": True},
+            "not both",
+        ),
+        ({"stuck": True, "force": True}, "--force only applies to --kill"),
+        ({"older_than": "soon"}, "--older-than takes a duration"),
+        ({"id": ["inv_short"]}, "not an invocation id (inv_...): inv_short"),
+    ],
+)
+def test_cancel_refuses_bad_arguments_before_acting(kwargs: dict[str, Any], message: str) -> None:
+    with pytest.raises(Exit) as info:
+        tasks.cancel(MockContext(), env=str(ROOT / "environments" / "local.toml"), **kwargs)
+    assert info.value.code == 2 and message in str(info.value.message)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"status": "stuck"}, "--status takes one of pending, scheduled"),
+        ({"older_than": "3 weeks"}, "--older-than takes a duration"),
+    ],
+)
+def test_invocations_refuses_bad_arguments(kwargs: dict[str, Any], message: str) -> None:
+    with pytest.raises(Exit) as info:
+        tasks.invocations(MockContext(), **kwargs)
+    assert info.value.code == 2 and message in str(info.value.message)
