@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from ops.engine import docker, server_version
+from ops.docker_cli import docker, server_version
 from ops.errors import NexusError
 from ops.steps import Context, Result, StepFn
 from service import settings_names as names

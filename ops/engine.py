@@ -26,8 +26,13 @@ import time
 from pathlib import Path
 from typing import TextIO
 
+from ops import environments
+from ops.docker_cli import docker, server_version
 from ops.environments import PROJECT_ROOT, RESTATE_VERSION
 from ops.errors import NexusError, RuntimeUnavailable
+from ops.processes import ProcessManager
+from ops.runtimes import BinaryRuntime
+from ops.steps import Context
 
 IMAGE = f"nexus-local/restate-server:{RESTATE_VERSION}"
 STATE_DIR = PROJECT_ROOT / ".nexus" / "engine"
@@ -43,41 +48,6 @@ IMAGE_CHANGES = (
     "EXPOSE 9070",
     "EXPOSE 5122",
 )
-
-
-def docker(
-    *args: str, timeout: float = 60.0, stdin: bytes | None = None
-) -> subprocess.CompletedProcess[str]:
-    """Run the docker client; a missing client or a hang becomes a RuntimeUnavailable."""
-    client = shutil.which("docker")
-    if client is None:
-        raise RuntimeUnavailable("no docker client on PATH")
-    try:
-        proc = subprocess.run(
-            [client, *args],
-            input=stdin,
-            capture_output=True,
-            timeout=timeout,
-            check=False,
-        )
-    except subprocess.TimeoutExpired:
-        raise RuntimeUnavailable(f"`docker {args[0]}` did not answer within {timeout:g}s") from None
-    return subprocess.CompletedProcess(
-        proc.args,
-        proc.returncode,
-        proc.stdout.decode(errors="replace"),
-        proc.stderr.decode(errors="replace"),
-    )
-
-
-def server_version(timeout: float = 10.0) -> str | None:
-    """The engine's version (`docker version`, which podman's CLI also answers), or None."""
-    try:
-        proc = docker("version", "--format", "{{.Server.Version}}", timeout=timeout)
-    except RuntimeUnavailable:
-        return None
-    version = proc.stdout.strip()
-    return version if proc.returncode == 0 and version else None
 
 
 def install_package(out: TextIO | None = None) -> None:
@@ -203,11 +173,6 @@ def build_image(binary: Path, tag: str = IMAGE) -> str:
 
 def restate_binary() -> Path:
     """The pinned restate-server from npm, installed into `.nexus/npm/` if missing."""
-    from ops import environments
-    from ops.processes import ProcessManager
-    from ops.runtimes import BinaryRuntime
-    from ops.steps import Context
-
     env = environments.load("docker")
     runtime = BinaryRuntime(env, ProcessManager(env.state_dir))
     runtime.install(Context())

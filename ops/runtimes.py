@@ -19,7 +19,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Protocol
 
-from ops.engine import docker, server_version
+from ops.docker_cli import docker, server_version
 from ops.environments import Environment
 from ops.errors import ConfigError, NexusError, PortInUse, RuntimeUnavailable
 from ops.processes import (

@@ -14,6 +14,7 @@ from ops.admin import AdminClient, IngressClient
 from ops.environments import Environment
 from ops.errors import NexusError
 from ops.granian import GRANIAN, asgi_spec, source_digest
+from ops.invocations import open_invocations
 from ops.processes import ProcessManager, ProcessSpec
 from ops.release import SMOKE_TICKET, Release, ReleaseOptions
 from ops.runtimes import ServerRuntime, ensure_process, stop_step
@@ -237,6 +238,12 @@ def status_lines(env: Environment) -> list[str]:
         )
         if healthy:
             lines += stack.release.status_lines()
+            opened = open_invocations(stack.admin)
+            stuck = [i for i in opened if i.stuck_reason() is not None]
+            lines.append(
+                f"invocations {len(opened)} open, {len(stuck)} stuck"
+                + ("  (see `invoke invocations`)" if stuck else "")
+            )
             lines.append("services")
             for svc in sorted(stack.admin.services(), key=lambda s: s["name"]):
                 handlers = ", ".join(sorted(h["name"] for h in svc.get("handlers", [])))

@@ -21,6 +21,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 
+from ops.audit import audit
 from ops.chaos.base import (
     ChaosContext,
     Reply,
@@ -107,10 +108,12 @@ def rollout(cx: ChaosContext, *, in_place: bool = False) -> str:
                     switch = _deploy(cx, ReleaseOptions(sources=variant), "new version")
                 new = newest(release.deployments())
                 mismatches = _watch_mismatches(cx, held, seconds=HOLD_LATENCY_MS / 1000 + 3)
-                expect(
-                    not mismatches,
-                    f"{len(mismatches)} invocations stuck on a journal mismatch: {mismatches[:2]}",
-                )
+                if mismatches:
+                    report = audit(cx.env, prefix=cx.prefix)
+                    raise CheckFailed(
+                        f"{len(mismatches)} invocations stuck on a journal mismatch"
+                        f" ({report.lines()[0]}): {mismatches[:2]}"
+                    )
             finally:
                 gw.configure(latency_ms=0)
                 if swapped:  # let the stuck ones replay on their own code and finish

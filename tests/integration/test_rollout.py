@@ -41,8 +41,9 @@ def test_rollout_keeps_checkouts_in_flight_and_an_in_place_swap_fails(
 
         # The same switch done in place (the code swapped under the running deployment):
         # the scenario sees the stuck checkouts and fails.
-        with pytest.raises(CheckFailed, match="journal mismatch"):
+        with pytest.raises(CheckFailed, match="journal mismatch") as stuck:
             rollout(ChaosContext(env, out=io.StringIO()), in_place=True)
+        assert "audit FAILED" in str(stuck.value)  # the audit sees the stuck work too
         # Its code put back, the stuck checkouts replay, finish, and the books balance.
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and stack.admin.query(
