@@ -7,15 +7,23 @@ from __future__ import annotations
 
 import io
 import time
+from pathlib import Path
 
 import pytest
 
+from ops import environments
 from ops.audit import audit
 from ops.chaos import ChaosContext, run_chaos
 from ops.chaos.rollout import rollout
 from ops.checks import CheckFailed
+from ops.environments import PROJECT_ROOT, Endpoint
+from ops.granian import asgi_spec
+from ops.processes import ProcessManager, free_port
+from ops.release import ReleaseOptions
 from ops.stack import Stack, deploy, down
-from tests.conftest import EnvFactory, run_invoke
+from ops.steps import Status
+from service import settings_names as names
+from tests.conftest import EnvFactory, env_toml, run_invoke
 
 pytestmark = pytest.mark.integration
 
@@ -75,3 +83,47 @@ def test_bad_deploy_options_are_refused_before_anything_runs(
     assert proc.returncode == 2
     assert message in proc.stderr
     assert not env.state_dir.exists()
+
+
+def test_url_mode_a_new_url_is_a_new_version_and_the_old_one_is_told_to_shut_down(
+    tmp_path: Path,
+) -> None:
+    """A service hosted elsewhere (here: two granian processes the test runs itself)."""
+    file = tmp_path / "hosted.toml"
+    text = env_toml(tmp_path / "state").replace('mode = "process"', 'mode = "url"')
+    file.write_text(text)
+    env = environments.load(str(file), root=PROJECT_ROOT)
+    hosts = ProcessManager(tmp_path / "hosts")
+    urls = [f"http://127.0.0.1:{free_port()}" for _ in range(2)]
+    settings = {
+        names.GATEWAY_URL: env.gateway.url,
+        names.MAIL_OUTBOX: str(tmp_path / "outbox"),
+    }
+    try:
+        for i, url in enumerate(urls):
+            spec = asgi_spec(f"hosted-{i}", "service.app:app", Endpoint(url), PROJECT_ROOT,
+                             env=settings)  # fmt: skip
+            hosts.start(spec)
+        first = deploy(env, out=io.StringIO(), options=ReleaseOptions(service_url=urls[0]))
+        assert not first.failed
+        stack = Stack(env)
+        assert [d.uri.rstrip("/") for d in stack.release.deployments()] == [urls[0]]
+        booked = stack.ingress.checkout("hosted:A1", "ann")
+        assert booked.status_code == 200, booked.text
+
+        out = io.StringIO()
+        options = ReleaseOptions(service_url=urls[1], drain_timeout=20)
+        second = deploy(env, out=out, options=options)
+        assert not second.failed, out.getvalue()
+        steps = {r.step: r for r in second.results}
+        assert steps["service"].status is Status.SKIPPED  # nothing to run here
+        assert f"at {urls[1]}" in steps["registration"].message
+        assert urls[0] in steps["retire"].message
+        assert "may be shut down now" in steps["retire"].message
+        assert [d.uri.rstrip("/") for d in stack.release.deployments()] == [urls[1]]
+        again = deploy(env, out=io.StringIO(), options=options)
+        assert again.counts()["changed"] == 0
+    finally:
+        for i in range(len(urls)):
+            hosts.stop(f"hosted-{i}")
+        down(env, purge=True, out=io.StringIO())

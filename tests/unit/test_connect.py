@@ -267,7 +267,9 @@ def test_shipped_cloud_file_loads_with_placeholder_urls(tmp_path: Path) -> None:
     assert (env.admin.host, env.admin.port) == ("your-env-id.env.eu.restate.cloud", 9070)
     assert env.service_mode == "url" and env.service.url.startswith("https://")
     assert env.gateway_mode == "external" and env.gateway.url.startswith("https://")
-    assert Stack(env).release.url == env.service.url
+    stack = Stack(env)
+    assert "{version}" in env.get("service", "url")  # each version at a URL of its own
+    assert stack.release.url == f"https://nexus-{stack.version}.example.com"
     with pytest.raises(SecretMissing, match="RESTATE_AUTH_TOKEN"):
         _ = env.token
 
