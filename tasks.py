@@ -378,11 +378,23 @@ def load(
         raise Exit(f"load failed: {'; '.join(result.problems())}", code=code)
 
 
-@task(help={"env": ENV_HELP, "prefix": "only seats whose id starts with this"})
-def audit(c: Context, env: str = "local", prefix: str = "") -> None:
-    """Check the booking invariants in Restate's state and the gateway's charges."""
+@task(
+    help={
+        "env": ENV_HELP,
+        "prefix": "only seats whose id starts with this",
+        "max_retries": "retries beyond which an open invocation counts as stuck",
+    }
+)
+def audit(
+    c: Context,
+    env: str = "local",
+    prefix: str = "",
+    max_retries: int = ops.invocations.DEFAULT_MAX_RETRIES,
+) -> None:
+    """Check the booking invariants in Restate's state and the gateway's charges, and
+    that no invocation is stuck."""
     with _errors():
-        report = ops.audit.audit(_env(env), prefix=prefix)
+        report = ops.audit.audit(_env(env), prefix=prefix, max_retries=max_retries)
     print("\n".join(report.lines()))
     if not report.ok:
         raise Exit(code=1)

@@ -45,6 +45,7 @@ LEGACY_SERVICE = "service"  # the one unversioned process of toolkits before ver
 SMOKE_TICKET = "nexus-smoke:seat-0"
 CONNECT_STOP_S = 130.0  # the SDK drains a tunnel for up to 120 s on SIGTERM
 DRAIN_POLL_S = 0.5
+SQL_WARMUP_S = 30.0  # how long a freshly started server may refuse SQL on its partitions
 _CONNECT_ADDRESS = re.compile(r"Register this deployment as (\S+)")
 
 
@@ -190,7 +191,7 @@ class Release:
 
     def deployments(self) -> list[Deployment]:
         """This environment's deployments, with the unfinished work pinned to each."""
-        unfinished = self.admin.unfinished_by_deployment()
+        unfinished = self._unfinished()
         now = datetime.now(UTC)
         found: list[Deployment] = []
         for raw in self.admin.deployments():
@@ -213,9 +214,26 @@ class Release:
             )
         return found
 
+    def _unfinished(self) -> dict[str, tuple[int, str]]:
+        """Unfinished invocations per deployment. A server that has just (re)started
+        answers health checks before its partitions can be queried ("node lookup for
+        partition 0 failed"): that answer is waited out for a bounded time."""
+        deadline = time.monotonic() + SQL_WARMUP_S
+        while True:
+            try:
+                return self.admin.unfinished_by_deployment()
+            except ApiError as exc:
+                starting = exc.status == 500 and "partition" in exc.message
+                if not starting or time.monotonic() > deadline:
+                    raise
+            time.sleep(0.5)
+
     def _ours(self, uri: str, meta: Mapping[str, Any]) -> bool:
-        if META_ENV in meta:
-            return bool(meta[META_ENV] == self.env.name)
+        """Registered by this environment (its metadata says so), or at the endpoint this
+        release would register (before versions, or by another environment naming the
+        same endpoint: Restate keeps one deployment per URI)."""
+        if meta.get(META_ENV) == self.env.name:
+            return True
         if self.mode == "url":
             return uri.rstrip("/") == self.url
         if self.mode == "connect":

@@ -19,7 +19,7 @@ from ops.audit import audit
 from ops.environments import Endpoint
 from ops.invocations import open_invocations, status_of
 from ops.processes import free_port, poll_until
-from ops.stack import GATEWAY, SERVICE, Stack, asgi_spec, deploy, down
+from ops.stack import GATEWAY, Stack, asgi_spec, deploy, down
 from tests.conftest import EnvFactory, run_invoke
 from tests.integration.inflight import checkout_in_flight
 
@@ -143,7 +143,7 @@ def test_json_plays_parse_and_match_the_text_recap(own: Stack) -> None:
 
 def test_dry_down_leaves_everything_running(own: Stack) -> None:
     before = {n: own.procs.info(n).pid for n in own.procs.known()}
-    assert {SERVICE, GATEWAY} <= set(before) and all(before.values())
+    assert {own.service_instance().name, GATEWAY} <= set(before) and all(before.values())
     proc = run_invoke("--dry", "down", "--env", str(own.env.file))
     assert proc.returncode == 0, proc.stderr
     assert "check mode: nothing will be changed" in proc.stdout
