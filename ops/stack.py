@@ -53,13 +53,13 @@ class Stack:
     def runtime(self) -> ServerRuntime:
         return runtime_for(self.env, self.procs)
 
-    @cached_property
+    @property
     def admin(self) -> AdminClient:
-        return AdminClient(self.env.admin.url, self.env.token)
+        return self.release.admin
 
-    @cached_property
+    @property
     def ingress(self) -> IngressClient:
-        return IngressClient(self.env.ingress.url, self.env.token)
+        return self.release.ingress
 
     @cached_property
     def release(self) -> Release:
