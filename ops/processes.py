@@ -44,17 +44,29 @@ class ProcessSpec:
     inputs: str = ""  # anything else that should restart the process when it changes
     stop_timeout: float = 15.0  # SIGTERM, then SIGKILL after this many seconds
 
+    def environ(self) -> dict[str, str]:
+        """The child's whole environment: the few variables it inherits, then its own."""
+        return {**inherited_environ(), **self.env, **self.secret_env}
+
     def fingerprint(self) -> str:
-        """Stable digest of argv, environment and inputs (secrets included, never shown)."""
-        blob = json.dumps(
-            [
-                list(self.argv),
-                sorted(self.env.items()),
-                sorted(self.secret_env.items()),
-                self.inputs,
-            ]
-        )
+        """Stable digest of argv, the whole environment and inputs (secrets included,
+        never shown): nothing the child sees is left out."""
+        blob = json.dumps([list(self.argv), sorted(self.environ().items()), self.inputs])
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+# What a managed process inherits from the toolkit's own environment: where programs and
+# certificates are, the locale and time zone. Nothing else leaks in (a NEXUS_* or
+# RESTATE_* variable in the caller's shell would change a process without changing its
+# fingerprint, or a service without changing its version).
+INHERITED: tuple[str, ...] = (
+    "PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR", "SSL_CERT_FILE", "SSL_CERT_DIR",
+)  # fmt: skip
+
+
+def inherited_environ() -> dict[str, str]:
+    """The part of the toolkit's environment that managed processes inherit."""
+    return {name: os.environ[name] for name in INHERITED if name in os.environ}
 
 
 @dataclass(frozen=True)
@@ -224,7 +236,7 @@ class ProcessManager:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.log_dir.mkdir(parents=True, exist_ok=True)
         log_path = self.log_file(spec.name)
-        env = {**os.environ, **spec.env, **spec.secret_env}
+        env = spec.environ()
         with log_path.open("ab") as log:
             log.write(f"\n--- start {time.strftime('%Y-%m-%d %H:%M:%S')} ---\n".encode())
             log.flush()

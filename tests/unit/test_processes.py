@@ -406,3 +406,22 @@ def test_proc_stat_reads_past_a_command_name_with_spaces_and_parentheses(tmp_pat
         proc.wait()
     assert proc_stat(proc.pid) is None
     assert proc_stat(2**22 + 12345) is None
+
+
+def test_children_inherit_only_the_listed_variables_and_all_of_them_count(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A variable in the caller's shell neither leaks into a managed process nor hides
+    from its fingerprint."""
+    monkeypatch.setenv("NEXUS_PAYMENT_ATTEMPTS", "99")  # would change the service unseen
+    monkeypatch.setenv("TZ", "UTC")
+    spec = ProcessSpec("probe", [sys.executable, "-c", "pass"], tmp_path, [], lambda: True,
+                       env={"OWN": "1"})  # fmt: skip
+    environ = spec.environ()
+    assert "NEXUS_PAYMENT_ATTEMPTS" not in environ
+    assert environ["OWN"] == "1" and environ["TZ"] == "UTC" and "PATH" in environ
+    before = spec.fingerprint()
+    monkeypatch.setenv("NEXUS_PAYMENT_ATTEMPTS", "1")
+    assert spec.fingerprint() == before  # not inherited, so it cannot matter
+    monkeypatch.setenv("TZ", "Europe/Rome")
+    assert spec.fingerprint() != before  # inherited, so it counts
