@@ -288,11 +288,16 @@ def purge(
         raise Exit(code=1)
 
 
-@task(help={"env": ENV_HELP})
-def status(c: Context, env: str = "local") -> None:
-    """Server health, deployments, services and handlers, processes with PIDs and ports."""
+@task(help={"env": ENV_HELP, "json": "print one JSON object instead of the text"})
+def status(c: Context, env: str = "local", json: bool = False) -> None:
+    """Server health, each service version (active, draining, drained), open and stuck
+    invocations, services and handlers, processes with PIDs and ports."""
     with _errors():
-        print("\n".join(ops.stack.status_lines(_env(env))))
+        environment = _env(env)
+        if json:
+            print(jsonlib.dumps(ops.stack.status(environment)))
+        else:
+            print("\n".join(ops.stack.status_lines(environment)))
 
 
 @task(

@@ -482,30 +482,52 @@ class Release:
 
     # --- status ----------------------------------------------------------------------
 
-    def status_lines(self) -> list[str]:
-        """Each version: deployment, URI, process, Active / Draining / Drained."""
+    def status(self) -> list[dict[str, Any]]:
+        """Each version, newest first: deployment, URI, process, and `active`, `draining`
+        (with its unfinished work) or `drained` (retired by the next deploy)."""
         deployments = sorted(self.deployments(), key=lambda d: d.created_at, reverse=True)
-        active = deployments[0] if deployments else None
-        lines = [f"versions (working tree: {self.version})"]
-        for dep in deployments:
-            if dep is active:
-                state = "Active"
-            elif dep.unfinished:
-                state = _draining(dep).split(": ", 1)[1].join(["Draining (", ")"])
-            else:
-                state = "Drained (retired by the next deploy)"
-            proc = ""
-            if dep.instance is not None:
-                info = self.procs.info(dep.instance.name)
-                alive = "running" if info.alive else "STOPPED"
-                proc = f"  {dep.instance.name} {alive} pid {info.pid}"
-            lines.append(
-                f"  {dep.version or 'unversioned':<10} {dep.id}  {dep.uri.rstrip('/')}"
-                f"{proc}  {state}"
+        rows: list[dict[str, Any]] = []
+        for i, dep in enumerate(deployments):
+            state = "active" if i == 0 else "draining" if dep.unfinished else "drained"
+            info = self.procs.info(dep.instance.name) if dep.instance is not None else None
+            rows.append(
+                {
+                    "version": dep.version,
+                    "deployment": dep.id,
+                    "uri": dep.uri.rstrip("/"),
+                    "state": state,
+                    "unfinished": dep.unfinished,
+                    "oldest_s": None if dep.oldest_s is None else round(dep.oldest_s, 1),
+                    "process": dep.instance.name if dep.instance is not None else None,
+                    "pid": info.pid if info is not None else None,
+                    "running": info.alive if info is not None else None,
+                }
             )
-        if not deployments:
-            lines.append("  (no deployment registered)")
-        return lines
+        return rows
+
+
+def version_lines(rows: list[dict[str, Any]], wanted: str) -> list[str]:
+    """`Release.status` as text: a line per version."""
+    lines = [f"versions (working tree: {wanted})"]
+    for row in rows:
+        state = {
+            "active": "Active",
+            "drained": "Drained (retired by the next deploy)",
+        }.get(row["state"], "")
+        if row["state"] == "draining":
+            oldest = f", oldest {row['oldest_s']:.0f}s" if row["oldest_s"] is not None else ""
+            state = f"Draining ({row['unfinished']} unfinished{oldest})"
+        proc = ""
+        if row["process"] is not None:
+            alive = "running" if row["running"] else "STOPPED"
+            proc = f"  {row['process']} {alive} pid {row['pid']}"
+        lines.append(
+            f"  {row['version'] or 'unversioned':<10} {row['deployment']}  {row['uri']}"
+            f"{proc}  {state}"
+        )
+    if not rows:
+        lines.append("  (no deployment registered)")
+    return lines
 
 
 def _draining(dep: Deployment) -> str:

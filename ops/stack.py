@@ -8,7 +8,7 @@ import shutil
 import sys
 from functools import cached_property
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 from ops.admin import AdminClient, IngressClient
 from ops.environments import Environment
@@ -16,7 +16,7 @@ from ops.errors import NexusError
 from ops.granian import GRANIAN, asgi_spec, source_digest
 from ops.invocations import open_invocations
 from ops.processes import ProcessManager, ProcessSpec
-from ops.release import SMOKE_TICKET, Release, ReleaseOptions
+from ops.release import SMOKE_TICKET, Release, ReleaseOptions, version_lines
 from ops.runtimes import ServerRuntime, ensure_process, stop_step
 from ops.server_runtime import runtime_for
 from ops.signing import ensure_key_pair, private_key_file, read_key_id, signing_dir
@@ -34,6 +34,7 @@ __all__ = [
     "deploy",
     "down",
     "source_digest",
+    "status",
     "status_lines",
 ]
 
@@ -225,50 +226,97 @@ def _play(
     return play
 
 
-def status_lines(env: Environment) -> list[str]:
-    """Server health, deployments, services and handlers, processes with PIDs and ports."""
+def status(env: Environment) -> dict[str, Any]:
+    """What `invoke status` reports, as data (`--json` prints it): the server, each
+    service version, open and stuck invocations, services, the runtime's own lines
+    (cluster nodes, container) and the managed processes."""
     stack = Stack(env)
-    lines = [f"environment {env.name} ({env.file})", f"  runtime     {env.runtime}"]
+    report: dict[str, Any] = {
+        "environment": env.name,
+        "file": str(env.file),
+        "runtime": env.runtime,
+        "server": {"healthy": False, "version": None, "admin": env.admin.url,
+                   "ingress": env.ingress.url, "error": None},
+        "working_tree_version": None,
+        "versions": [],
+        "invocations": None,
+        "services": [],
+    }  # fmt: skip
     try:
         healthy = stack.admin.healthy()
-        version = stack.admin.version().get("version", "?") if healthy else "-"
-        lines.append(
-            f"  server      {'healthy' if healthy else 'DOWN'} {version}"
-            f"  admin {env.admin.url}  ingress {env.ingress.url}"
-        )
+        report["server"]["healthy"] = healthy
         if healthy:
-            lines += stack.release.status_lines()
+            report["server"]["version"] = stack.admin.version().get("version", "?")
+            report["working_tree_version"] = stack.version
+            report["versions"] = stack.release.status()
             opened = open_invocations(stack.admin)
-            stuck = [i for i in opened if i.stuck_reason() is not None]
-            lines.append(
-                f"invocations {len(opened)} open, {len(stuck)} stuck"
-                + ("  (see `invoke invocations`)" if stuck else "")
-            )
-            lines.append("services")
-            for svc in sorted(stack.admin.services(), key=lambda s: s["name"]):
-                handlers = ", ".join(sorted(h["name"] for h in svc.get("handlers", [])))
-                lines.append(
-                    f"  {svc['name']:<12} {svc.get('ty', ''):<14}"
-                    f" rev {svc.get('revision')}  {svc.get('deployment_id', '')}  [{handlers}]"
-                )
+            stuck = sum(i.stuck_reason() is not None for i in opened)
+            report["invocations"] = {"open": len(opened), "stuck": stuck}
+            report["services"] = [
+                {
+                    "name": svc["name"],
+                    "type": svc.get("ty", ""),
+                    "revision": svc.get("revision"),
+                    "deployment": svc.get("deployment_id", ""),
+                    "handlers": sorted(h["name"] for h in svc.get("handlers", [])),
+                }
+                for svc in sorted(stack.admin.services(), key=lambda s: s["name"])
+            ]
     except NexusError as exc:
-        lines.append(f"  server      unreachable: {exc}")
-    cluster_lines = getattr(stack.runtime, "status_lines", None)
-    if callable(cluster_lines):
-        lines += cluster_lines()
-    lines.append("processes")
-    ports: dict[str, str] = {}
-    if env.gateway_mode == "mock":
-        ports[GATEWAY] = env.gateway.bind
-    for name in stack.procs.known():
-        instance = Instance.parse(name)
-        if instance is not None and instance.port is not None:
-            ports[name] = f"{env.service.host}:{instance.port}"
-        info = stack.procs.info(name)
-        state = "running" if info.alive else "stopped"
+        report["server"]["error"] = str(exc)
+    runtime_lines = getattr(stack.runtime, "status_lines", None)
+    report["runtime_lines"] = runtime_lines() if callable(runtime_lines) else []
+    report["processes"] = [_process(stack, name) for name in stack.procs.known()]
+    return report
+
+
+def _process(stack: Stack, name: str) -> dict[str, Any]:
+    env = stack.env
+    instance = Instance.parse(name)
+    address = ""
+    if instance is not None and instance.port is not None:
+        address = f"{env.service.host}:{instance.port}"
+    elif name == GATEWAY and env.gateway_mode == "mock":
+        address = env.gateway.bind
+    info = stack.procs.info(name)
+    return {"name": name, "running": info.alive, "pid": info.pid, "address": address,
+            "log": str(info.log)}  # fmt: skip
+
+
+def status_lines(env: Environment) -> list[str]:
+    """`status` as text: server health, versions, invocations, services, processes."""
+    report = status(env)
+    server = report["server"]
+    lines = [f"environment {report['environment']} ({report['file']})",
+             f"  runtime     {report['runtime']}"]  # fmt: skip
+    if server["error"]:
+        lines.append(f"  server      unreachable: {server['error']}")
+    else:
         lines.append(
-            f"  {name:<26} {state:<8} pid {info.pid}  {ports.get(name, '')}  log {info.log}"
+            f"  server      {'healthy' if server['healthy'] else 'DOWN'}"
+            f" {server['version'] or '-'}  admin {server['admin']}  ingress {server['ingress']}"
         )
-    if not stack.procs.known():
+    if server["healthy"] and not server["error"]:
+        lines += version_lines(report["versions"], report["working_tree_version"])
+        counts = report["invocations"]
+        lines.append(
+            f"invocations {counts['open']} open, {counts['stuck']} stuck"
+            + ("  (see `invoke invocations`)" if counts["stuck"] else "")
+        )
+        lines.append("services")
+        for svc in report["services"]:
+            lines.append(
+                f"  {svc['name']:<12} {svc['type']:<14} rev {svc['revision']}"
+                f"  {svc['deployment']}  [{', '.join(svc['handlers'])}]"
+            )
+    lines += report["runtime_lines"]
+    lines.append("processes")
+    for proc in report["processes"]:
+        state = "running" if proc["running"] else "stopped"
+        lines.append(
+            f"  {proc['name']:<26} {state:<8} pid {proc['pid']}  {proc['address']}"
+            f"  log {proc['log']}"
+        )
+    if not report["processes"]:
         lines.append("  (none managed here)")
     return lines

@@ -6,6 +6,7 @@ must fail; deploy's options refused when bad, with nothing changed."""
 from __future__ import annotations
 
 import io
+import json
 import time
 from pathlib import Path
 
@@ -14,7 +15,7 @@ import pytest
 from ops import environments
 from ops.audit import audit
 from ops.chaos import ChaosContext, run_chaos
-from ops.chaos.rollout import rollout
+from ops.chaos.rollout import rollout, variant_sources
 from ops.checks import CheckFailed
 from ops.environments import PROJECT_ROOT, Endpoint
 from ops.granian import asgi_spec
@@ -24,6 +25,7 @@ from ops.stack import Stack, deploy, down
 from ops.steps import Status
 from service import settings_names as names
 from tests.conftest import EnvFactory, env_toml, run_invoke
+from tests.integration.inflight import checkout_in_flight
 
 pytestmark = pytest.mark.integration
 
@@ -126,4 +128,43 @@ def test_url_mode_a_new_url_is_a_new_version_and_the_old_one_is_told_to_shut_dow
     finally:
         for i in range(len(urls)):
             hosts.stop(f"hosted-{i}")
+        down(env, purge=True, out=io.StringIO())
+
+
+def test_status_shows_a_version_draining_while_its_checkout_runs(
+    make_env: EnvFactory, tmp_path: Path
+) -> None:
+    env = make_env("draining")
+    stack = Stack(env)
+    try:
+        assert not deploy(env, out=io.StringIO()).failed
+        first = stack.version
+        with checkout_in_flight(stack, "drain:A1", "dora", charge_ms=4000) as answer:
+            variant = ReleaseOptions(sources=variant_sources(PROJECT_ROOT, tmp_path))
+            out = io.StringIO()
+            play = deploy(env, out=out, options=variant)
+            assert not play.failed, out.getvalue()
+            retire = {r.step: r for r in play.results}["retire"]
+            assert retire.status is Status.OK and f"draining: {first}: 1 unfinished" in (
+                retire.message
+            )
+            proc = run_invoke("status", "--env", str(env.file), "--json")
+            report = json.loads(proc.stdout)
+            states = {v["version"]: (v["state"], v["unfinished"]) for v in report["versions"]}
+            assert states[first] == ("draining", 1)
+            assert sorted(states.values())[0][0] == "active"
+            text = run_invoke("status", "--env", str(env.file)).stdout
+            assert f"{first}" in text and "Draining (1 unfinished" in text
+        assert answer.result().status_code == 200
+        # Drained: the next deploy retires it, and nothing is left to do after that.
+        retired = deploy(env, out=io.StringIO(), options=variant)
+        assert (
+            "retired drained version " + first
+            in {r.step: r for r in retired.results}["retire"].message
+        )
+        assert deploy(env, out=io.StringIO(), options=variant).counts()["changed"] == 0
+        report = json.loads(run_invoke("status", "--env", str(env.file), "--json").stdout)
+        assert [v["state"] for v in report["versions"]] == ["active"]
+        assert report["invocations"] == {"open": 0, "stuck": 0}
+    finally:
         down(env, purge=True, out=io.StringIO())
