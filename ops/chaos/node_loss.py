@@ -48,8 +48,9 @@ def node_loss(
     """SIGKILL one node under load, restart it, let it rejoin; prove nothing was lost.
 
     Every request carries an Idempotency-Key; one that hits the dead node (connection
-    error or 5xx) is re-sent with the same key to the next node until it answers, so every
-    accepted invocation is followed to its end. Returns the scenario's figures."""
+    error, 5xx, or the 404 of a node still loading the registered services) is re-sent
+    with the same key to the next node until it answers, so every accepted invocation is
+    followed to its end. Returns the scenario's figures."""
     stack = Stack(env)
     runtime = stack.runtime
     if not isinstance(runtime, ClusterRuntime) or len(runtime.nodes) < 3:
@@ -79,7 +80,9 @@ def node_loss(
                 while time.monotonic() < deadline:
                     try:
                         resp = clients[node].checkout(b.seat, b.user, idempotency_key=b.key)
-                        if resp.status_code < 500:
+                        # A node that has just restarted can answer before it has loaded
+                        # the registered services: 404, try the next node as for a 5xx.
+                        if resp.status_code < 500 and resp.status_code != 404:
                             b.status = resp.status_code
                             break
                     except TokenRejected:
