@@ -108,8 +108,10 @@ def deploy(
     service_url: str = "",
     json: bool = False,
 ) -> None:
-    """Converge the environment: server, gateway, a new service version beside the old
-    one when the code changed, registration, smoke call, retire what has drained."""
+    """Converge the environment; changed code becomes a new version beside the old one.
+
+    Server, gateway, the service version, registration, smoke call, then the retirement
+    of older versions that have drained."""
     options = ReleaseOptions(
         drain_timeout=_seconds("--drain-timeout", drain_timeout),
         allow_breaking=allow_breaking,
@@ -165,8 +167,10 @@ def invocations(
     json: bool = False,
     max_retries: int = ops.invocations.DEFAULT_MAX_RETRIES,
 ) -> None:
-    """What runs, waits, backs off or is paused, stuck work first: target, seat, age, retries,
-    last failure, pinned deployment."""
+    """List open invocations, stuck work first: target, seat, age, retries, failure.
+
+    Running, suspended, backing-off and paused ones, each with its last failure and the
+    deployment it is pinned to."""
     with _errors():
         if status and status not in ops.invocations.OPEN_STATUSES:
             raise NexusError(
@@ -290,8 +294,7 @@ def purge(
 
 @task(help={"env": ENV_HELP, "json": "print one JSON object instead of the text"})
 def status(c: Context, env: str = "local", json: bool = False) -> None:
-    """Server health, each service version (active, draining, drained), open and stuck
-    invocations, services and handlers, processes with PIDs and ports."""
+    """Server health, service versions, stuck invocations, services and processes."""
     with _errors():
         environment = _env(env)
         if json:
@@ -352,8 +355,7 @@ def load(
     k6: str = "",
     k6_out: list[str] | None = None,
 ) -> None:
-    """Run a k6 load (closed with --vus, open with --rate) through the environment's
-    ingress, then audit what it booked."""
+    """Run a k6 load through the ingress (closed: --vus, open: --rate), then audit it."""
     _refuse_dry(c, "load")
     environment = _env(env)
     latency = _milliseconds("--gateway-latency", gateway_latency) if gateway_latency else None
@@ -396,8 +398,7 @@ def audit(
     prefix: str = "",
     max_retries: int = ops.invocations.DEFAULT_MAX_RETRIES,
 ) -> None:
-    """Check the booking invariants in Restate's state and the gateway's charges, and
-    that no invocation is stuck."""
+    """Check the booking invariants (state, charges) and that no invocation is stuck."""
     with _errors():
         report = ops.audit.audit(_env(env), prefix=prefix, max_retries=max_retries)
     print("\n".join(report.lines()))
