@@ -80,7 +80,7 @@ def _refuse_dry(c: Context, name: str) -> None:
 
 def _secret_values(env: environments.Environment) -> list[str | None]:
     """The secrets an environment names (token, connect key): masked in play output."""
-    names = [env.get("restate", "token_env"), env.get("service", "connect_key_env")]
+    names = [env.settings.restate.token_env, env.settings.service.connect_key_env]
     return [env.secret(str(n)) for n in names if n]
 
 

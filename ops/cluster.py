@@ -111,7 +111,7 @@ class ClusterRuntime:
         result = self.single.install(ctx)
         if self.restatectl.is_file():
             return result
-        version = str(self.env.get("restate", "version"))
+        version = self.env.settings.restate.version
         if ctx.check:
             return Result.changed(f"would install {RESTATECTL}@{version} with npm")
         npm_install(self.env.npm_dir, f"{RESTATECTL}@{version}", self.restatectl)
@@ -234,7 +234,7 @@ class ClusterRuntime:
         return checked
 
     def wait_for_leaders(self, timeout: float) -> int:
-        want = int(self.env.get("restate", "partitions"))
+        want = self.env.settings.restate.partitions
         deadline = time.monotonic() + timeout
         leaders: dict[int, str] = {}
         while time.monotonic() < deadline:

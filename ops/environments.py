@@ -1,67 +1,248 @@
 """Environment inventory: `environments/NAME.toml` plus secrets from the process
-environment, `.env.NAME` and `.env` (python-dotenv; the process environment wins)."""
+environment, `.env.NAME` and `.env` (python-dotenv; the process environment wins).
+
+Each TOML section is a pydantic model (`extra="forbid"`): `env.settings.restate.partitions`,
+`env.settings.service.hold_seconds`, ... say exactly what the file says, defaults filled
+in. What the toolkit derives from them (endpoints, ports, paths, the token) are properties
+of `Environment`: `env.ingress`, `env.admin`, `env.service`, `env.gateway`, ...
+"""
 
 from __future__ import annotations
 
 import os
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal, Self, get_args
 from urllib.parse import urlsplit
 
 from dotenv import dotenv_values
+from pydantic import BaseModel, ConfigDict, Field, PlainValidator, ValidationError, model_validator
+from pydantic_core import ErrorDetails, PydanticCustomError
 
 from ops.errors import ConfigError, SecretMissing
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 RESTATE_VERSION = "1.7.12"
 
-RUNTIMES = ("binary", "docker", "external", "cluster")
-SERVICE_MODES = ("process", "url", "connect")
-GATEWAY_MODES = ("mock", "external")
+Runtime = Literal["binary", "docker", "external", "cluster"]
+ServiceMode = Literal["process", "url", "connect"]
+GatewayMode = Literal["mock", "external"]
+PortKind = Literal["ingress", "admin", "node"]
+RUNTIMES: tuple[str, ...] = get_args(Runtime)
+SERVICE_MODES: tuple[str, ...] = get_args(ServiceMode)
+GATEWAY_MODES: tuple[str, ...] = get_args(GatewayMode)
 
-# section -> key -> default; the default's type is the key's type.
-SCHEMA: dict[str, dict[str, Any]] = {
-    "restate": {
-        "runtime": "binary",
-        "ingress_url": "http://127.0.0.1:8080",
-        "admin_url": "http://127.0.0.1:9070",
-        "token_env": "",
-        "version": RESTATE_VERSION,
-        "image": f"docker.io/restatedev/restate:{RESTATE_VERSION}",
-        "node_port": 5122,
-        "partitions": 4,
-    },
-    "service": {
-        "mode": "process",
-        "url": "http://127.0.0.1:9080",
-        "port_range": [],  # [first, last] ports for versions; default: url's port + 0..19
-        "hold_seconds": 900.0,
-        "signing": False,
-        "identity_key_env": "",
-        "connect_name": "nexus",
-        "connect_key_env": "RESTATE_CONNECT_KEY",
-    },
-    "gateway": {
-        "mode": "mock",
-        "url": "http://127.0.0.1:9081",
-        "latency_ms": 0.0,
-    },
-    "state": {
-        "dir": "",
-    },
-    "cluster": {
-        "nodes": 3,
-        "replication": 2,
-        "ingress_ports": [],  # one port per node; default: ingress_url's port + i
-        "admin_ports": [],  # default: admin_url's port + i
-        "node_ports": [],  # default: restate.node_port + i
-    },
+# Error types of our validators: a predicate about one key ("must be ...") and a whole
+# sentence about several keys (a rule of the section).
+_BAD_VALUE = "nexus_bad_value"
+_BROKEN_RULE = "nexus_broken_rule"
+
+
+def _bad_value(message: str) -> PydanticCustomError:
+    return PydanticCustomError(_BAD_VALUE, "{message}", {"message": message})
+
+
+def _broken_rule(message: str) -> PydanticCustomError:
+    return PydanticCustomError(_BROKEN_RULE, "{message}", {"message": message})
+
+
+# --- values: strict, no coercion (TOML already typed them) ---------------------------
+
+
+def _text(value: object) -> str:
+    if not isinstance(value, str):
+        raise _bad_value(f"must be a string, got {value!r}")
+    return value
+
+
+def _positive_int(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise _bad_value(f"must be a positive integer, got {value!r}")
+    return value
+
+
+def _non_negative_float(value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+        raise _bad_value(f"must be a number >= 0, got {value!r}")
+    return float(value)
+
+
+def _flag(value: object) -> bool:
+    if not isinstance(value, bool):
+        raise _bad_value(f"must be true or false, got {value!r}")
+    return value
+
+
+def _ports(value: object) -> list[int]:
+    if not isinstance(value, list) or not all(
+        isinstance(v, int) and not isinstance(v, bool) and 0 < v < 65536 for v in value
+    ):
+        raise _bad_value(f"must be a list of port numbers, got {value!r}")
+    return list(value)
+
+
+def _port_range(value: object) -> list[int]:
+    ports = _ports(value)
+    if ports and (len(ports) != 2 or ports[0] > ports[1]):
+        raise _bad_value(f"must be [first, last] with first <= last, got {ports!r}")
+    return ports
+
+
+def _url_problem(value: str, shown: str | None = None) -> str | None:
+    """What is wrong with `value` as an http(s) URL (quoting `shown`, by default the value
+    itself), or None."""
+    quoted = repr(value if shown is None else shown)
+    try:
+        parts = urlsplit(value)
+    except ValueError as exc:  # e.g. an unclosed IPv6 bracket
+        return f"is not a URL ({exc}): {quoted}"
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return f"must be an http(s) URL, got {quoted}"
+    try:
+        _ = parts.port
+    except ValueError:
+        return f"has a bad port: {quoted}"
+    return None
+
+
+def _http_url(value: object) -> str:
+    text = _text(value)
+    problem = _url_problem(text)
+    if problem:
+        raise _bad_value(problem)
+    return text
+
+
+def _one_of(choices: tuple[str, ...]) -> Callable[[object], str]:
+    def check(value: object) -> str:
+        if value not in choices:
+            raise _bad_value(f"must be one of {', '.join(choices)}, got {value!r}")
+        return str(value)
+
+    return check
+
+
+Text = Annotated[str, PlainValidator(_text)]
+HttpUrl = Annotated[str, PlainValidator(_http_url)]
+PositiveInt = Annotated[int, PlainValidator(_positive_int)]
+NonNegativeFloat = Annotated[float, PlainValidator(_non_negative_float)]
+Flag = Annotated[bool, PlainValidator(_flag)]
+Ports = Annotated[list[int], PlainValidator(_ports)]
+PortRange = Annotated[list[int], PlainValidator(_port_range)]
+
+
+# --- sections ------------------------------------------------------------------------
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class RestateSettings(_Section):
+    """`[restate]`: which server runs and how to reach it."""
+
+    runtime: Annotated[Runtime, PlainValidator(_one_of(RUNTIMES))]
+    ingress_url: HttpUrl
+    admin_url: HttpUrl
+    token_env: Text = ""  # the variable holding the bearer token, if any
+    version: Text = RESTATE_VERSION
+    image: Text = f"docker.io/restatedev/restate:{RESTATE_VERSION}"
+    node_port: PositiveInt = 5122
+    partitions: PositiveInt = 4
+
+
+class ServiceSettings(_Section):
+    """`[service]`: how the service runs and what Restate is told to call."""
+
+    mode: Annotated[ServiceMode, PlainValidator(_one_of(SERVICE_MODES))]
+    url: Text  # may hold `{version}`; an http(s) URL unless mode = "connect"
+    port_range: PortRange = Field(default_factory=list)  # default: url's port + 0..19
+    hold_seconds: NonNegativeFloat = 900.0
+    signing: Flag = False
+    identity_key_env: Text = ""
+    connect_name: Text = "nexus"
+    connect_key_env: Text = "RESTATE_CONNECT_KEY"
+
+    @model_validator(mode="after")
+    def _url_is_http_unless_connect(self) -> Self:
+        if self.mode != "connect":
+            problem = _url_problem(self.url.replace("{version}", "v"), shown=self.url)
+            if problem:
+                raise _broken_rule(f"service.url {problem}")
+        return self
+
+
+class GatewaySettings(_Section):
+    """`[gateway]`: the payment gateway the service charges."""
+
+    mode: Annotated[GatewayMode, PlainValidator(_one_of(GATEWAY_MODES))] = "mock"
+    url: HttpUrl = "http://127.0.0.1:9081"
+    latency_ms: NonNegativeFloat = 0.0  # the mock gateway's added latency
+
+
+class StateSettings(_Section):
+    """`[state]`: where logs, PID files and data live."""
+
+    dir: Text = ""  # default: .nexus/<env>, relative to the project root
+
+
+class ClusterSettings(_Section):
+    """`[cluster]`: the nodes of a `cluster` runtime."""
+
+    nodes: PositiveInt = 3
+    replication: PositiveInt = 2
+    ingress_ports: Ports = Field(default_factory=list)  # default: ingress_url's port + i
+    admin_ports: Ports = Field(default_factory=list)  # default: admin_url's port + i
+    node_ports: Ports = Field(default_factory=list)  # default: restate.node_port + i
+
+    @model_validator(mode="after")
+    def _fits_the_nodes(self) -> Self:
+        if self.replication > self.nodes:
+            raise _broken_rule("cluster.replication must not exceed cluster.nodes")
+        for kind in ("ingress_ports", "admin_ports", "node_ports"):
+            if getattr(self, kind) and len(getattr(self, kind)) != self.nodes:
+                raise _broken_rule(f"cluster.{kind} must list {self.nodes} ports (one per node)")
+        return self
+
+
+class EnvironmentSettings(BaseModel):
+    """One environment file, validated, every default filled in."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    restate: RestateSettings
+    service: ServiceSettings
+    gateway: GatewaySettings = Field(default_factory=GatewaySettings)
+    state: StateSettings = Field(default_factory=StateSettings)
+    cluster: ClusterSettings = Field(default_factory=ClusterSettings)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _hosted_service_has_external_gateway(cls, data: Any) -> Any:
+        """gateway.mode defaults to "external" when service.mode = "url": a service hosted
+        elsewhere charges its own gateway, never a mock on this machine."""
+        if not isinstance(data, dict):
+            return data
+        service, gateway = data.get("service"), data.get("gateway", {})
+        if (
+            isinstance(service, dict)
+            and service.get("mode") == "url"
+            and isinstance(gateway, dict)
+            and "mode" not in gateway
+        ):
+            return {**data, "gateway": {**gateway, "mode": "external"}}
+        return data
+
+
+SECTIONS: dict[str, type[BaseModel]] = {
+    "restate": RestateSettings,
+    "service": ServiceSettings,
+    "gateway": GatewaySettings,
+    "state": StateSettings,
+    "cluster": ClusterSettings,
 }
-URL_KEYS = ("restate.ingress_url", "restate.admin_url", "gateway.url")
-REQUIRED = {"restate": ("runtime", "ingress_url", "admin_url"), "service": ("mode", "url")}
 
 
 @dataclass(frozen=True)
@@ -86,68 +267,66 @@ class Endpoint:
 
 @dataclass(frozen=True)
 class Environment:
-    """One environment, fully defaulted and validated."""
+    """One environment: its typed `settings` (the file) and what derives from them."""
 
     name: str
     file: Path
     root: Path
-    settings: Mapping[str, Mapping[str, Any]]
+    settings: EnvironmentSettings
     secrets: Mapping[str, str] = field(repr=False, default_factory=dict)
 
-    def get(self, section: str, key: str) -> Any:
-        return self.settings[section][key]
+    @property
+    def runtime(self) -> Runtime:
+        return self.settings.restate.runtime
 
     @property
-    def runtime(self) -> str:
-        return str(self.get("restate", "runtime"))
+    def service_mode(self) -> ServiceMode:
+        return self.settings.service.mode
+
+    @property
+    def gateway_mode(self) -> GatewayMode:
+        return self.settings.gateway.mode
 
     @property
     def ingress(self) -> Endpoint:
-        return Endpoint(str(self.get("restate", "ingress_url")).rstrip("/"))
+        return Endpoint(self.settings.restate.ingress_url.rstrip("/"))
 
     @property
     def admin(self) -> Endpoint:
-        return Endpoint(str(self.get("restate", "admin_url")).rstrip("/"))
+        return Endpoint(self.settings.restate.admin_url.rstrip("/"))
 
     @property
     def service(self) -> Endpoint:
-        return Endpoint(str(self.get("service", "url")).rstrip("/"))
+        """The service URL as an endpoint (`{version}` left in; see `Release.url`)."""
+        return Endpoint(self.settings.service.url.rstrip("/"))
+
+    @property
+    def gateway(self) -> Endpoint:
+        return Endpoint(self.settings.gateway.url.rstrip("/"))
 
     @property
     def service_ports(self) -> list[int]:
         """Ports a new service version may take: `[service] port_range`, by default the
         service URL's port and the 19 after it; never a port another component uses."""
-        given: list[int] = list(self.get("service", "port_range"))
+        given = self.settings.service.port_range
         first, last = given or [self.service.port, self.service.port + 19]
         taken = {self.ingress.port, self.admin.port, self.gateway.port}
-        taken.add(int(self.get("restate", "node_port")))
+        taken.add(self.settings.restate.node_port)
         if self.runtime == "cluster":
-            for kind in ("ingress", "admin", "node"):
+            for kind in get_args(PortKind):
                 taken.update(self.cluster_ports(kind))
         return [p for p in range(first, min(last, 65535) + 1) if p not in taken]
 
     @property
-    def service_mode(self) -> str:
-        return str(self.get("service", "mode"))
-
-    @property
-    def gateway(self) -> Endpoint:
-        return Endpoint(str(self.get("gateway", "url")).rstrip("/"))
-
-    @property
-    def gateway_mode(self) -> str:
-        return str(self.get("gateway", "mode"))
-
-    @property
     def state_dir(self) -> Path:
-        raw = str(self.get("state", "dir")) or f".nexus/{self.name}"
-        path = Path(raw)
+        path = Path(self.settings.state.dir or f".nexus/{self.name}")
         return path if path.is_absolute() else self.root / path
 
     @property
     def npm_dir(self) -> Path:
         """Where the pinned restate-server npm package is installed (shared by envs)."""
-        return self.root / ".nexus" / "npm" / f"restate-server-{self.get('restate', 'version')}"
+        version = self.settings.restate.version
+        return self.root / ".nexus" / "npm" / f"restate-server-{version}"
 
     @property
     def ingress_urls(self) -> tuple[str, ...]:
@@ -156,17 +335,15 @@ class Environment:
             return (self.ingress.url,)
         return tuple(f"http://{self.ingress.host}:{port}" for port in self.cluster_ports("ingress"))
 
-    def cluster_ports(self, kind: str) -> list[int]:
+    def cluster_ports(self, kind: PortKind) -> list[int]:
         """Ports of every cluster node for `ingress`, `admin` or `node`."""
-        given: list[int] = list(self.get("cluster", f"{kind}_ports"))
-        if given:
-            return given
-        first = {
-            "ingress": self.ingress.port,
-            "admin": self.admin.port,
-            "node": int(self.get("restate", "node_port")),
+        cluster = self.settings.cluster
+        given, first = {
+            "ingress": (cluster.ingress_ports, self.ingress.port),
+            "admin": (cluster.admin_ports, self.admin.port),
+            "node": (cluster.node_ports, self.settings.restate.node_port),
         }[kind]
-        return [first + i for i in range(int(self.get("cluster", "nodes")))]
+        return list(given) or [first + i for i in range(cluster.nodes)]
 
     def secret(self, variable: str) -> str | None:
         """A secret's value, or None when it is set nowhere."""
@@ -185,7 +362,7 @@ class Environment:
     @property
     def token(self) -> str | None:
         """The bearer token for ingress and admin, when the environment names one."""
-        variable = str(self.get("restate", "token_env"))
+        variable = self.settings.restate.token_env
         if not variable:
             return None
         return self.require_secret(variable, f"environment {self.name!r} needs a Restate token")
@@ -211,109 +388,42 @@ def load(name_or_path: str = "local", root: Path = PROJECT_ROOT) -> Environment:
         raw = tomllib.loads(path.read_text())
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
-    settings = _validate(path, raw)
     return Environment(
-        name=name, file=path, root=root, settings=settings, secrets=_secrets(root, name)
+        name=name, file=path, root=root, settings=parse(path, raw), secrets=_secrets(root, name)
     )
 
 
-def _validate(path: Path, raw: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
-    settings: dict[str, dict[str, Any]] = {}
-    for section, value in raw.items():
-        if section not in SCHEMA:
-            raise ConfigError(f"{path}: unknown section [{section}] (known: {', '.join(SCHEMA)})")
-        if not isinstance(value, dict):
-            raise ConfigError(f"{path}: [{section}] must be a table")
-        for key in value:
-            if key not in SCHEMA[section]:
-                raise ConfigError(
-                    f"{path}: unknown key {section}.{key} (known: {', '.join(SCHEMA[section])})"
-                )
-    for section, keys in REQUIRED.items():
-        for key in keys:
-            if key not in raw.get(section, {}):
-                raise ConfigError(f"{path}: missing required key {section}.{key}")
-    for section, defaults in SCHEMA.items():
-        given = raw.get(section, {})
-        settings[section] = {}
-        for key, default in defaults.items():
-            settings[section][key] = _coerce(
-                path, f"{section}.{key}", given.get(key, default), default
-            )
-    if "mode" not in raw.get("gateway", {}) and settings["service"]["mode"] == "url":
-        # A service hosted elsewhere charges its own gateway, never a mock on this machine.
-        settings["gateway"]["mode"] = "external"
-    _check_choices(path, settings)
-    return settings
-
-
-def _coerce(path: Path, key: str, value: Any, default: Any) -> Any:
-    if isinstance(default, list):
-        if not isinstance(value, list) or not all(
-            isinstance(v, int) and not isinstance(v, bool) and 0 < v < 65536 for v in value
-        ):
-            raise ConfigError(f"{path}: {key} must be a list of port numbers, got {value!r}")
-        return list(value)
-    if isinstance(default, bool):
-        if not isinstance(value, bool):
-            raise ConfigError(f"{path}: {key} must be true or false, got {value!r}")
-        return value
-    if isinstance(default, float):
-        if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
-            raise ConfigError(f"{path}: {key} must be a number >= 0, got {value!r}")
-        return float(value)
-    if isinstance(default, int):
-        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-            raise ConfigError(f"{path}: {key} must be a positive integer, got {value!r}")
-        return value
-    if not isinstance(value, str):
-        raise ConfigError(f"{path}: {key} must be a string, got {value!r}")
-    if key in URL_KEYS:
-        _check_url(path, key, value)
-    return value
-
-
-def _check_url(path: Path, key: str, value: str) -> None:
+def parse(path: Path, raw: Mapping[str, Any]) -> EnvironmentSettings:
+    """Validate a parsed TOML document; every problem is named with `path` and its key."""
     try:
-        parts = urlsplit(value)
-    except ValueError as exc:  # e.g. an unclosed IPv6 bracket
-        raise ConfigError(f"{path}: {key} is not a URL ({exc}): {value!r}") from None
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ConfigError(f"{path}: {key} must be an http(s) URL, got {value!r}")
-    try:
-        _ = parts.port
-    except ValueError:
-        raise ConfigError(f"{path}: {key} has a bad port: {value!r}") from None
+        return EnvironmentSettings.model_validate(dict(raw))
+    except ValidationError as exc:
+        problems = dict.fromkeys(line for error in exc.errors() for line in _describe(error))
+        raise ConfigError("\n".join(f"{path}: {problem}" for problem in problems)) from None
 
 
-def _check_choices(path: Path, settings: dict[str, dict[str, Any]]) -> None:
-    for key, choices in (
-        (("restate", "runtime"), RUNTIMES),
-        (("service", "mode"), SERVICE_MODES),
-        (("gateway", "mode"), GATEWAY_MODES),
-    ):
-        value = settings[key[0]][key[1]]
-        if value not in choices:
-            raise ConfigError(
-                f"{path}: {key[0]}.{key[1]} must be one of {', '.join(choices)}, got {value!r}"
-            )
-    cluster = settings["cluster"]
-    if cluster["replication"] > cluster["nodes"]:
-        raise ConfigError(f"{path}: cluster.replication must not exceed cluster.nodes")
-    for kind in ("ingress_ports", "admin_ports", "node_ports"):
-        if cluster[kind] and len(cluster[kind]) != cluster["nodes"]:
-            raise ConfigError(
-                f"{path}: cluster.{kind} must list {cluster['nodes']} ports (one per node)"
-            )
-    ports = settings["service"]["port_range"]
-    if ports and (len(ports) != 2 or ports[0] > ports[1]):
-        raise ConfigError(
-            f"{path}: service.port_range must be [first, last] with first <= last, got {ports!r}"
-        )
-    url = settings["service"]["url"]
-    if settings["service"]["mode"] == "connect":
-        return
-    _check_url(path, "service.url", url.replace("{version}", "v"))
+def _describe(error: ErrorDetails) -> list[str]:
+    """One pydantic error in the file's own words: `section.key` and what is wrong."""
+    loc = [str(part) for part in error["loc"]]
+    key = ".".join(loc)
+    kind = error["type"]
+    if kind == "extra_forbidden" and len(loc) == 1:
+        return [f"unknown section [{key}] (known: {', '.join(SECTIONS)})"]
+    if kind == "extra_forbidden":
+        known = ", ".join(SECTIONS[loc[0]].model_fields)
+        return [f"unknown key {key} (known: {known})"]
+    if kind == "missing" and len(loc) == 1:  # a whole required section
+        required = [k for k, f in SECTIONS[loc[0]].model_fields.items() if f.is_required()]
+        return [f"missing required key {key}.{k}" for k in required]
+    if kind == "missing":
+        return [f"missing required key {key}"]
+    if kind == "model_type" and len(loc) == 1:
+        return [f"[{key}] must be a table"]
+    if kind == _BROKEN_RULE:
+        return [error["msg"]]
+    if kind == _BAD_VALUE:
+        return [f"{key} {error['msg']}"]
+    return [f"{key}: {error['msg']}"]
 
 
 def _secrets(root: Path, name: str) -> dict[str, str]:

@@ -111,7 +111,7 @@ class Release:
     @property
     def url(self) -> str:
         """url mode: this version's endpoint (`{version}` filled in)."""
-        raw = self.options.service_url or str(self.env.get("service", "url"))
+        raw = self.options.service_url or self.env.settings.service.url
         return raw.replace("{version}", self.version).rstrip("/")
 
     def metadata(self) -> dict[str, str]:
@@ -130,7 +130,7 @@ class Release:
         return f"http://{self.env.service.host}:{instance.port}/"
 
     def connect_name(self, instance: Instance) -> str:
-        return f"{self.env.get('service', 'connect_name')}-{instance.version}"
+        return f"{self.env.settings.service.connect_name}-{instance.version}"
 
     def connect_address(self, instance: Instance) -> str | None:
         """The address the SDK printed for the tunnel after its handshake (the log since
@@ -160,7 +160,7 @@ class Release:
     def _connect_spec(self, instance: Instance, home: Path, env: dict[str, str]) -> ProcessSpec:
         """`python -m restate connect`: an outbound tunnel to Restate Cloud, no port; ready
         once the SDK reports its handshake with the address to register."""
-        key_var = str(self.env.get("service", "connect_key_env"))
+        key_var = self.env.settings.service.connect_key_env
         key = self.env.require_secret(key_var, "service mode connect needs a connect key")
         name = self.connect_name(instance)
         return ProcessSpec(
@@ -237,7 +237,7 @@ class Release:
         if self.mode == "url":
             return uri.rstrip("/") == self.url
         if self.mode == "connect":
-            return uri.startswith(f"connect://{self.env.get('service', 'connect_name')}")
+            return uri.startswith(f"connect://{self.env.settings.service.connect_name}")
         # Registered before versions: the service URL itself.
         return uri.rstrip("/") == self.env.service.url
 
@@ -278,7 +278,7 @@ class Release:
         if self.mode == "url":
             return Result.skipped(f"service hosted at {self.url} (version {self.version})")
         if self.mode == "connect":
-            key_var = str(self.env.get("service", "connect_key_env"))
+            key_var = self.env.settings.service.connect_key_env
             self.env.require_secret(key_var, "service mode connect needs a connect key")
         up = self.admin.healthy()
         if not up and not ctx.check:

@@ -132,7 +132,7 @@ class BinaryRuntime:
 
     def install(self, ctx: Context) -> Result:
         """The pinned npm package, installed into a git-ignored project folder."""
-        version = str(self.env.get("restate", "version"))
+        version = self.env.settings.restate.version
         if self.binary.is_file():
             return Result.ok(f"restate-server {version} present in {self.env.npm_dir}")
         if ctx.check:
@@ -151,7 +151,7 @@ class BinaryRuntime:
             ports=[
                 (env.ingress.host, env.ingress.port),
                 (env.admin.host, env.admin.port),
-                (env.ingress.host, int(env.get("restate", "node_port"))),
+                (env.ingress.host, env.settings.restate.node_port),
             ],
             ready=_all(
                 http_ready(f"{env.admin.url}/health"),
@@ -246,7 +246,7 @@ class DockerRuntime:
         return {
             "ingress": f"{bind_ip(env.ingress.host)}:{env.ingress.port}",
             "admin": f"{bind_ip(env.admin.host)}:{env.admin.port}",
-            "node": f"{bind_ip(env.ingress.host)}:{env.get('restate', 'node_port')}",
+            "node": f"{bind_ip(env.ingress.host)}:{env.settings.restate.node_port}",
         }
 
     def spec(self) -> list[str]:
@@ -257,7 +257,7 @@ class DockerRuntime:
             "RESTATE_BASE_DIR": "/restate-data",
             "RESTATE_NODE_NAME": f"nexus-{env.name}",
             "RESTATE_CLUSTER_NAME": f"nexus-{env.name}",
-            "RESTATE_DEFAULT_NUM_PARTITIONS": str(env.get("restate", "partitions")),
+            "RESTATE_DEFAULT_NUM_PARTITIONS": str(env.settings.restate.partitions),
             "RESTATE_BIND_ADDRESS": bound["node"],
             "RESTATE_ADVERTISED_ADDRESS": f"http://{bound['node']}/",
             "RESTATE_LISTEN_MODE": "tcp",
@@ -268,7 +268,7 @@ class DockerRuntime:
             "RESTATE_LOG_DISABLE_ANSI_CODES": "true",
         }
         mounts = [f"{self.data_dir}:/restate-data"]
-        if env.get("service", "signing"):
+        if env.settings.service.signing:
             signing = signing_dir(env.state_dir)
             mounts.append(f"{signing}:{Path(self.KEY_IN_CONTAINER).parent}:ro")
             variables["RESTATE_WORKER__INVOKER__REQUEST_IDENTITY_PRIVATE_KEY_PEM_FILE"] = (
@@ -279,7 +279,7 @@ class DockerRuntime:
             spec += ["--volume", mount]
         for name, value in variables.items():
             spec += ["--env", f"{name}={value}"]
-        return [*spec, str(env.get("restate", "image"))]
+        return [*spec, env.settings.restate.image]
 
     def run_command(self) -> list[str]:
         """The `docker run` line this runtime uses."""

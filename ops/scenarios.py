@@ -172,7 +172,7 @@ class Scenarios:
         return f"{len(cases)} malformed bodies: 400 naming the field, nothing changed"
 
     def hold_expiry(self) -> str:
-        hold = float(self.env.get("service", "hold_seconds"))
+        hold = self.env.settings.service.hold_seconds
         if hold > SHORT_HOLD_S:
             raise Skip(f"hold is {hold:g}s here; set [service] hold_seconds <= {SHORT_HOLD_S:g}")
         t = self.seat("hold")

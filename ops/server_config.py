@@ -35,7 +35,7 @@ def single_node(env: Environment) -> ServerNode:
     return ServerNode(
         name=f"nexus-{env.name}",
         data_dir=env.state_dir / "data",
-        node_bind=f"{env.ingress.host}:{env.get('restate', 'node_port')}",
+        node_bind=f"{env.ingress.host}:{env.settings.restate.node_port}",
         ingress_bind=env.ingress.bind,
         admin_bind=env.admin.bind,
     )
@@ -59,11 +59,11 @@ def restate_config(env: Environment, node: ServerNode) -> str:
         lines += [
             f"force-node-id = {member.node_id}",
             f"auto-provision = {'true' if member.provisions else 'false'}",
-            f"default-replication = {env.get('cluster', 'replication')}",
+            f"default-replication = {env.settings.cluster.replication}",
         ]
     lines += [
         f'base-dir = "{node.data_dir}"',
-        f"default-num-partitions = {env.get('restate', 'partitions')}",
+        f"default-num-partitions = {env.settings.restate.partitions}",
         f'bind-address = "{node.node_bind}"',
         f'advertised-address = "http://{node.node_bind}/"',
         'listen-mode = "tcp"',
@@ -89,7 +89,7 @@ def restate_config(env: Environment, node: ServerNode) -> str:
         "[admin]",
         f'bind-address = "{node.admin_bind}"',
     ]
-    if env.get("service", "signing"):
+    if env.settings.service.signing:
         key = private_key_file(signing_dir(env.state_dir))
         lines += ["", "[worker.invoker]", f'request-identity-private-key-pem-file = "{key}"']
     return "\n".join(lines) + "\n"

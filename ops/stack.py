@@ -82,7 +82,7 @@ class Stack:
             self.env.root,
             sources=self.env.root / "ops" / "programs" / "mock_gateway.py",
             env={
-                "GATEWAY_LATENCY_MS": f"{self.env.get('gateway', 'latency_ms'):g}",
+                "GATEWAY_LATENCY_MS": f"{self.env.settings.gateway.latency_ms:g}",
                 "GATEWAY_JOURNAL": str(self.env.state_dir / "gateway" / "journal.jsonl"),
             },
         )
@@ -91,7 +91,7 @@ class Stack:
         """Settings the service process reads (see `service.config`)."""
         values = {
             names.GATEWAY_URL: self.env.gateway.url,
-            names.HOLD_SECONDS: f"{self.env.get('service', 'hold_seconds'):g}",
+            names.HOLD_SECONDS: f"{self.env.settings.service.hold_seconds:g}",
             names.MAIL_OUTBOX: str(self.outbox),
         }
         kid = self.identity_key()
@@ -110,17 +110,17 @@ class Stack:
 
     def identity_key(self) -> str | None:
         """The public key the service accepts requests from, when signing is on."""
-        if not self.env.get("service", "signing"):
+        if not self.env.settings.service.signing:
             return None
         if self.local_signing:
             kid_file = self.signing_dir / "public.txt"
             return kid_file.read_text().strip() if kid_file.is_file() else None
-        variable = str(self.env.get("service", "identity_key_env")) or "RESTATE_IDENTITY_KEY"
+        variable = self.env.settings.service.identity_key_env or "RESTATE_IDENTITY_KEY"
         return self.env.require_secret(variable, "request signing needs the server's public key")
 
     def signing_step(self, ctx: Context) -> Result:
         """An ed25519 key pair for local servers; the public key id for Cloud."""
-        if not self.env.get("service", "signing"):
+        if not self.env.settings.service.signing:
             return Result.skipped("request signing off")
         if not self.local_signing:
             kid = self.identity_key()
@@ -162,7 +162,7 @@ class Stack:
         return ensure_process(self.procs, self.gateway_spec(), ctx)
 
     def deploy_steps(self) -> list[tuple[str, StepFn]]:
-        signing = [("signing", self.signing_step)] if self.env.get("service", "signing") else []
+        signing = [("signing", self.signing_step)] if self.env.settings.service.signing else []
         return [
             *signing,
             *self.runtime.deploy_steps(),

@@ -59,7 +59,7 @@ def hot_seat(cx: ChaosContext) -> str:
 
 def hold_expiry(cx: ChaosContext) -> str:
     """A hold nobody pays for expires; confirming it afterwards is refused."""
-    hold = float(cx.env.get("service", "hold_seconds"))
+    hold = cx.env.settings.service.hold_seconds
     if hold > SHORT_HOLD_S:
         raise Skip(f"hold is {hold:g}s here; needs [service] hold_seconds <= {SHORT_HOLD_S:g}")
     waited, racing = cx.seat("hold"), cx.seat("hold")

@@ -13,7 +13,7 @@ from ops.checks import Skip, expect
 
 def unsigned(cx: ChaosContext) -> str:
     """With request signing on, the service refuses calls that did not come via Restate."""
-    if not cx.env.get("service", "signing"):
+    if not cx.env.settings.service.signing:
         raise Skip("request signing is off in this environment")
     if cx.env.service_mode == "connect":
         raise Skip("the service has no URL of its own in connect mode")

@@ -78,7 +78,7 @@ token_env = "{TOKEN_VAR}"
 [service]
 mode = "url"
 url = "{service_url or env.service.url}"
-hold_seconds = {env.get("service", "hold_seconds")}
+hold_seconds = {env.settings.service.hold_seconds}
 
 [gateway]
 mode = "external"

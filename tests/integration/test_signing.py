@@ -19,7 +19,7 @@ pytestmark = pytest.mark.integration
 
 def test_signed_stack_serves_restate_and_refuses_unsigned_calls(make_env: EnvFactory) -> None:
     env = make_env("signed", service="signing = true")
-    assert env.get("service", "signing") is True
+    assert env.settings.service.signing is True
     stack = Stack(env)
     signing = env.state_dir / "signing"
     try:

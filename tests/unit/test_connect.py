@@ -193,7 +193,7 @@ def test_check_mode_would_start_the_tunnel_and_shows_no_key(tmp_path: Path) -> N
 
 def test_connect_mode_does_not_need_a_service_url_check(tmp_path: Path) -> None:
     env = load(tmp_path)
-    assert env.get("service", "url") == "unused"  # not validated as a URL in connect mode
+    assert env.settings.service.url == "unused"  # not validated as a URL in connect mode
 
 
 @pytest.fixture
@@ -262,13 +262,13 @@ def _shipped_cloud(tmp_path: Path, text: str) -> Environment:
 def test_shipped_cloud_file_loads_with_placeholder_urls(tmp_path: Path) -> None:
     env = _shipped_cloud(tmp_path, (PROJECT_ROOT / "environments" / "cloud.toml").read_text())
     assert env.runtime == "external"
-    assert env.get("restate", "token_env") == "RESTATE_AUTH_TOKEN"
+    assert env.settings.restate.token_env == "RESTATE_AUTH_TOKEN"
     assert env.ingress.url == "https://YOUR-ENV-ID.env.eu.restate.cloud:8080"
     assert (env.admin.host, env.admin.port) == ("your-env-id.env.eu.restate.cloud", 9070)
     assert env.service_mode == "url" and env.service.url.startswith("https://")
     assert env.gateway_mode == "external" and env.gateway.url.startswith("https://")
     stack = Stack(env)
-    assert "{version}" in env.get("service", "url")  # each version at a URL of its own
+    assert "{version}" in env.settings.service.url  # each version at a URL of its own
     assert stack.release.url == f"https://nexus-{stack.version}.example.com"
     with pytest.raises(SecretMissing, match="RESTATE_AUTH_TOKEN"):
         _ = env.token
@@ -287,6 +287,6 @@ def test_shipped_cloud_file_connect_alternative_loads(tmp_path: Path) -> None:
     at = kept.index("[service]") + 1
     env = _shipped_cloud(tmp_path, "\n".join([*kept[:at], *block, *kept[at:]]) + "\n")
     assert env.service_mode == "connect"
-    assert env.get("service", "connect_key_env") == "RESTATE_CONNECT_KEY"
+    assert env.settings.service.connect_key_env == "RESTATE_CONNECT_KEY"
     stack = Stack(env)
     assert stack.release.uri(Instance(stack.version, None)) == f"connect://nexus-{stack.version}"

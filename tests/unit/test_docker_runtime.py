@@ -248,7 +248,7 @@ def test_the_container_shares_the_host_network_and_binds_the_environments_addres
     env = docker_env()
     spec = DockerRuntime(env).spec()
     assert spec[:2] == ["--network", "host"] and "--publish" not in spec
-    assert spec[-1] == env.get("restate", "image")
+    assert spec[-1] == env.settings.restate.image
     variables = _variables(spec)
     assert variables["RESTATE_INGRESS__BIND_ADDRESS"] == env.ingress.bind
     assert variables["RESTATE_ADMIN__BIND_ADDRESS"] == env.admin.bind

@@ -5,9 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from ops import environments
-from ops.environments import SCHEMA, Endpoint, environment_file, load
+from ops.environments import Endpoint, environment_file, load
 from ops.errors import ConfigError, SecretMissing
 
 MINIMAL = """
@@ -68,10 +69,38 @@ def test_minimal_file_loads_with_defaults(root: Path) -> None:
     assert env.runtime == "binary"
     assert env.service_mode == "process"
     assert env.gateway_mode == "mock"
-    for section, defaults in SCHEMA.items():
-        for key, default in defaults.items():
-            if section not in ("restate", "service") or key not in MINIMAL:
-                assert env.get(section, key) == default, f"{section}.{key}"
+    assert env.settings.model_dump() == {
+        "restate": {
+            "runtime": "binary",
+            "ingress_url": "http://127.0.0.1:8080",
+            "admin_url": "http://127.0.0.1:9070",
+            "token_env": "",
+            "version": "1.7.12",
+            "image": "docker.io/restatedev/restate:1.7.12",
+            "node_port": 5122,
+            "partitions": 4,
+        },
+        "service": {
+            "mode": "process",
+            "url": "http://127.0.0.1:9080",
+            "port_range": [],
+            "hold_seconds": 900.0,
+            "signing": False,
+            "identity_key_env": "",
+            "connect_name": "nexus",
+            "connect_key_env": "RESTATE_CONNECT_KEY",
+        },
+        "gateway": {"mode": "mock", "url": "http://127.0.0.1:9081", "latency_ms": 0.0},
+        "state": {"dir": ""},
+        "cluster": {
+            "nodes": 3,
+            "replication": 2,
+            "ingress_ports": [],
+            "admin_ports": [],
+            "node_ports": [],
+        },
+    }
+    assert isinstance(env.settings.service.hold_seconds, float)
     assert env.ingress == Endpoint("http://127.0.0.1:8080")
     assert env.admin.port == 9070
     assert env.service.bind == "127.0.0.1:9080"
@@ -115,8 +144,8 @@ dir = "/var/tmp/nexus-o"
 """,
     )
     env = load("o", root=root)
-    assert env.get("gateway", "latency_ms") == 5.0
-    assert isinstance(env.get("gateway", "latency_ms"), float)
+    assert env.settings.gateway.latency_ms == 5.0
+    assert isinstance(env.settings.gateway.latency_ms, float)
     assert env.gateway_mode == "external"
     assert env.gateway.port == 443
     assert env.state_dir == Path("/var/tmp/nexus-o")
@@ -362,3 +391,120 @@ def test_endpoint_parts() -> None:
     assert Endpoint("https://example.com").port == 443
     assert Endpoint("http://[::1]:8080").host == "::1"
     assert Endpoint("http://10.0.0.1:9").bind == "10.0.0.1:9"
+
+
+# --- typed settings: rules beyond one value ------------------------------------------
+
+
+def test_every_problem_is_listed_with_file_and_key(root: Path) -> None:
+    text = MINIMAL.replace('runtime = "binary"', 'runtime = "podman"\nflavour = 1')
+    text = text.replace('mode = "process"', 'mode = "process"\nsigning = 1')
+    message = load_error(root, text + "\n[databse]\nx = 1\n")
+    path = str(root / "environments" / "bad.toml")
+    assert message.splitlines() == [
+        f"{path}: restate.runtime must be one of binary, docker, external, cluster, got 'podman'",
+        f"{path}: unknown key restate.flavour (known: runtime, ingress_url, admin_url,"
+        " token_env, version, image, node_port, partitions)",
+        f"{path}: service.signing must be true or false, got 1",
+        f"{path}: unknown section [databse] (known: restate, service, gateway, state, cluster)",
+    ]
+
+
+def test_a_missing_section_names_each_required_key(root: Path) -> None:
+    restate_only = MINIMAL.split("[service]")[0]
+    message = load_error(root, restate_only)
+    assert "missing required key service.mode" in message
+    assert "missing required key service.url" in message
+    assert "restate." not in message
+
+
+@pytest.mark.parametrize("value", ["1", "0"])
+def test_flags_take_only_true_or_false(root: Path, value: str) -> None:
+    text = MINIMAL.replace('mode = "process"', f'mode = "process"\nsigning = {value}')
+    message = load_error(root, text)
+    assert f"service.signing must be true or false, got {value}" in message
+
+
+@pytest.mark.parametrize(
+    ("ports", "problem"),
+    [
+        ("[9100]", "service.port_range must be [first, last] with first <= last, got [9100]"),
+        ("[9200, 9100]", "service.port_range must be [first, last]"),
+        ("[9100, 70000]", "service.port_range must be a list of port numbers"),
+        ("[9100, true]", "service.port_range must be a list of port numbers"),
+    ],
+)
+def test_bad_port_range(root: Path, ports: str, problem: str) -> None:
+    text = MINIMAL.replace('mode = "process"', f'mode = "process"\nport_range = {ports}')
+    assert problem in load_error(root, text)
+
+
+def test_port_range_sets_the_service_ports(root: Path) -> None:
+    write(
+        root,
+        "p",
+        MINIMAL.replace('mode = "process"', 'mode = "process"\nport_range = [9090, 9092]'),
+    )
+    env = load("p", root=root)
+    assert env.settings.service.port_range == [9090, 9092]
+    assert env.service_ports == [9090, 9091, 9092]
+
+
+@pytest.mark.parametrize(
+    ("cluster", "problem"),
+    [
+        ("nodes = 2\nreplication = 3", "cluster.replication must not exceed cluster.nodes"),
+        ("node_ports = [25122, 25123]", "cluster.node_ports must list 3 ports (one per node)"),
+        ("nodes = 0", "cluster.nodes must be a positive integer, got 0"),
+        ("admin_ports = 9070", "cluster.admin_ports must be a list of port numbers, got 9070"),
+    ],
+)
+def test_cluster_rules(root: Path, cluster: str, problem: str) -> None:
+    assert problem in load_error(root, MINIMAL + f"\n[cluster]\n{cluster}\n")
+
+
+def test_cluster_ports_typed_and_defaulted(root: Path) -> None:
+    text = MINIMAL.replace('"binary"', '"cluster"') + "\n[cluster]\nadmin_ports = [1, 2, 3]\n"
+    write(root, "cl", text)
+    env = load("cl", root=root)
+    assert env.settings.cluster.admin_ports == [1, 2, 3]
+    assert env.cluster_ports("admin") == [1, 2, 3]
+    assert env.cluster_ports("ingress") == [8080, 8081, 8082]
+    assert env.cluster_ports("node") == [5122, 5123, 5124]
+    assert env.ingress_urls == tuple(f"http://127.0.0.1:{p}" for p in (8080, 8081, 8082))
+
+
+def test_url_mode_keeps_an_explicit_gateway_mode(root: Path) -> None:
+    hosted = HOSTED + '\n[gateway]\nmode = "mock"\n'
+    write(root, "h", hosted)
+    assert load("h", root=root).gateway_mode == "mock"
+
+
+def test_version_placeholder_in_service_url(root: Path) -> None:
+    url = 'url = "http://127.0.0.1:9080"'
+    write(root, "v", MINIMAL.replace(url, 'url = "https://nexus-{version}.example.com"'))
+    assert load("v", root=root).settings.service.url == "https://nexus-{version}.example.com"
+    message = load_error(root, MINIMAL.replace(url, 'url = "http://nexus-{version}:port"'))
+    assert "service.url has a bad port: 'http://nexus-{version}:port'" in message
+
+
+def test_settings_are_read_only(root: Path) -> None:
+    write(root, "mini", MINIMAL)
+    env = load("mini", root=root)
+    with pytest.raises(ValidationError):
+        env.settings.restate.partitions = 8  # type: ignore[misc]
+    assert env.settings.restate.partitions == 4
+
+
+@pytest.mark.parametrize("name", ["local", "docker", "cluster", "cloud"])
+def test_project_environments_load_unchanged(name: str) -> None:
+    env = load(name)
+    expected = {
+        "local": ("binary", 1, "process", "mock"),
+        "docker": ("docker", 1, "process", "mock"),
+        "cluster": ("cluster", 4, "process", "mock"),
+        "cloud": ("external", 4, "url", "external"),
+    }[name]
+    restate, service = env.settings.restate, env.settings.service
+    assert (restate.runtime, restate.partitions, service.mode, env.gateway_mode) == expected
+    assert service.hold_seconds == 900.0
