@@ -250,7 +250,7 @@ def cancel(
             verb = "kill" if kill else "cancel"
             with ops.steps.output(json=json, redact=_secret_values(environment)):
                 play = ops.steps.Play(
-                    f"{verb} {environment.name}", ops.steps.Context(check=check or _dry(c))
+                    f"{verb} {environment.name}", ops.steps.StepContext(check=check or _dry(c))
                 )
                 if not chosen:
                     play.run(verb, lambda ctx: ops.steps.Result.ok("nothing selected"))
@@ -282,7 +282,7 @@ def purge(
         try:
             with ops.steps.output(json=json, redact=_secret_values(environment)):
                 play = ops.steps.Play(
-                    f"purge {environment.name}", ops.steps.Context(check=check or _dry(c))
+                    f"purge {environment.name}", ops.steps.StepContext(check=check or _dry(c))
                 )
                 play.run("purge", ops.invocations.purge_step(admin, older_than_s=older))
                 play.recap()
@@ -447,7 +447,7 @@ def chaos(c: Context, env: str = "local", scenario: str = "") -> None:
 @task(help={"check": "show what would be built, build nothing"})
 def build(c: Context, check: bool = False) -> None:
     """Build a wheel into dist/ and a container context (Dockerfile) for the service."""
-    play = ops.steps.Play("build", ops.steps.Context(check=check or _dry(c)))
+    play = ops.steps.Play("build", ops.steps.StepContext(check=check or _dry(c)))
     with _errors():
         for name, step in Build(PROJECT_ROOT).steps():
             play.run(name, step)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from ops.docker_cli import docker, server_version
 from ops.errors import NexusError
-from ops.steps import Context, Result, StepFn
+from ops.steps import Result, StepContext, StepFn
 from service import settings_names as names
 
 BASE_IMAGE = "python:3.11-slim"
@@ -43,7 +43,7 @@ class Build:
     def wheels(self) -> list[Path]:
         return sorted(self.dist.glob("nexus_booking-*.whl"))
 
-    def wheel_step(self, ctx: Context) -> Result:
+    def wheel_step(self, ctx: StepContext) -> Result:
         """A fresh wheel of the project (always rebuilt: the sources may have changed)."""
         if ctx.check:
             return Result.changed(f"would build a wheel into {self.dist}")
@@ -65,7 +65,7 @@ class Build:
             raise NexusError(f"pip wheel failed:\n{proc.stderr[-2000:]}")
         return Result.changed(f"built {self.wheels()[-1].relative_to(self.root)}")
 
-    def context_step(self, ctx: Context) -> Result:
+    def context_step(self, ctx: StepContext) -> Result:
         """`dist/container/`: the wheel and a Dockerfile that installs and serves it."""
         wheels = self.wheels()
         if not wheels:
@@ -96,7 +96,7 @@ class Build:
             f"wrote {self.context.relative_to(self.root)}/ (Dockerfile, {wheel.name})"
         )
 
-    def image_step(self, ctx: Context) -> Result:
+    def image_step(self, ctx: StepContext) -> Result:
         """`docker build` of the context, only where a Docker engine answers and holds
         the base image: the build never pulls (no registry need be reachable)."""
         if shutil.which("docker") is None:

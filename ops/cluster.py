@@ -16,7 +16,7 @@ from ops.errors import NexusError, ProcessError, RuntimeUnavailable
 from ops.processes import ProcessManager, ProcessSpec, http_ready
 from ops.runtimes import BinaryRuntime, npm_install, stop_step, unified, wait_until
 from ops.server_config import Membership, ServerNode, restate_config
-from ops.steps import Context, Result, StepFn
+from ops.steps import Result, StepContext, StepFn
 
 RESTATECTL = "@restatedev/restatectl"
 
@@ -106,7 +106,7 @@ class ClusterRuntime:
     def down_steps(self, purge: bool) -> list[tuple[str, StepFn]]:
         return [(n.name, stop_step(self.procs, n.process)) for n in reversed(self.nodes)]
 
-    def install(self, ctx: Context) -> Result:
+    def install(self, ctx: StepContext) -> Result:
         """restate-server and restatectl, both at the pinned version."""
         result = self.single.install(ctx)
         if self.restatectl.is_file():
@@ -141,7 +141,7 @@ class ClusterRuntime:
             ready_timeout=90.0,
         )
 
-    def cluster(self, ctx: Context) -> Result:
+    def cluster(self, ctx: StepContext) -> Result:
         """Every node running with its config; every partition led; every ingress up."""
         started: list[str] = []
         diff: list[str] = []

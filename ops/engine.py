@@ -32,7 +32,7 @@ from ops.environments import PROJECT_ROOT, RESTATE_VERSION
 from ops.errors import NexusError, RuntimeUnavailable
 from ops.processes import ProcessManager
 from ops.runtimes import BinaryRuntime
-from ops.steps import Context
+from ops.steps import StepContext
 
 IMAGE = f"nexus-local/restate-server:{RESTATE_VERSION}"
 STATE_DIR = PROJECT_ROOT / ".nexus" / "engine"
@@ -175,7 +175,7 @@ def restate_binary() -> Path:
     """The pinned restate-server from npm, installed into `.nexus/npm/` if missing."""
     env = environments.load("docker")
     runtime = BinaryRuntime(env, ProcessManager(env.state_dir))
-    runtime.install(Context())
+    runtime.install(StepContext())
     return runtime.binary
 
 

@@ -20,7 +20,7 @@ from typing import Any
 
 from ops.admin import AdminClient
 from ops.errors import ApiError, ConfigError, NexusError, NotConverged
-from ops.steps import Context, Result, StepFn
+from ops.steps import Result, StepContext, StepFn
 from service.models import TICKET, TicketState
 
 # Statuses of an invocation that has not completed (sys_invocation.status).
@@ -395,7 +395,7 @@ def end_step(
     verb = "kill" if kill else "cancel"
     about = f"{inv.target}" + (f", seat {inv.seat}" if inv.seat else "")
 
-    def step(ctx: Context) -> Result:
+    def step(ctx: StepContext) -> Result:
         if inv.status == "completed":
             return Result.ok(f"{about}: already completed")
         if ctx.check:
@@ -421,7 +421,7 @@ def purge_step(admin: AdminClient, *, older_than_s: float = 0.0) -> StepFn:
     """A step that purges completed invocations (journal and metadata) and checks that
     Restate no longer lists them."""
 
-    def step(ctx: Context) -> Result:
+    def step(ctx: StepContext) -> Result:
         ids = completed_invocations(admin, older_than_s=older_than_s)
         if not ids:
             return Result.ok("no completed invocations to purge")

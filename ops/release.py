@@ -28,7 +28,7 @@ from ops.granian import asgi_spec
 from ops.processes import ProcessManager, ProcessSpec, port_free
 from ops.rollout import Deployment, Facts, Plan, breaking_changes, decide, newest
 from ops.runtimes import ensure_process
-from ops.steps import Context, Result
+from ops.steps import Result, StepContext
 from ops.versions import (
     META_COMMIT,
     META_ENV,
@@ -272,7 +272,7 @@ class Release:
 
     # --- steps -----------------------------------------------------------------------
 
-    def service_step(self, ctx: Context) -> Result:
+    def service_step(self, ctx: StepContext) -> Result:
         """The wanted version runs (a new instance beside the old ones when it changed);
         every instance that must drain runs too."""
         if self.mode == "url":
@@ -329,7 +329,7 @@ class Release:
                 f" version {instance.version} are gone from {self.versions_dir}"
             )
 
-    def registration_step(self, ctx: Context) -> Result:
+    def registration_step(self, ctx: StepContext) -> Result:
         """The wanted version is the newest deployment (registered without `force`)."""
         if not self.admin.healthy():
             if ctx.check:
@@ -399,7 +399,7 @@ class Release:
         found = self.admin.deployment(deployment_id)["services"]
         return ", ".join(f"{s['name']}@{s['revision']}" for s in found)
 
-    def smoke_step(self, ctx: Context) -> Result:
+    def smoke_step(self, ctx: StepContext) -> Result:
         """A read-only call through the ingress reaches the active deployment."""
         if ctx.check and ctx.would_change:
             return Result.skipped(f"would run after the changes of: {', '.join(ctx.would_change)}")
@@ -433,7 +433,7 @@ class Release:
             f"Ticket/{SMOKE_TICKET}/get → {resp.json()['status']} in {took:.0f} ms{where}"
         )
 
-    def retire_step(self, ctx: Context) -> Result:
+    def retire_step(self, ctx: StepContext) -> Result:
         """Older versions drain; whatever has drained is stopped and deregistered."""
         if ctx.check and not self.admin.healthy():
             return Result.skipped("server not running yet")

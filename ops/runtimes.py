@@ -32,7 +32,7 @@ from ops.processes import (
 )
 from ops.server_config import server_config
 from ops.signing import signing_dir
-from ops.steps import Context, Result, StepFn
+from ops.steps import Result, StepContext, StepFn
 
 Probe = Callable[[], bool]
 
@@ -130,7 +130,7 @@ class BinaryRuntime:
     def down_steps(self, purge: bool) -> list[tuple[str, StepFn]]:
         return [("server", stop_step(self.procs, SERVER))]
 
-    def install(self, ctx: Context) -> Result:
+    def install(self, ctx: StepContext) -> Result:
         """The pinned npm package, installed into a git-ignored project folder."""
         version = self.env.settings.restate.version
         if self.binary.is_file():
@@ -162,7 +162,7 @@ class BinaryRuntime:
             ready_timeout=90.0,
         )
 
-    def server(self, ctx: Context) -> Result:
+    def server(self, ctx: StepContext) -> Result:
         """Config written, process running with it, admin and ingress healthy."""
         wanted = server_config(self.env)
         current = self.config_file.read_text() if self.config_file.is_file() else ""
@@ -345,7 +345,7 @@ class DockerRuntime:
     def down_steps(self, purge: bool) -> list[tuple[str, StepFn]]:
         return [("server", self.stop)]
 
-    def server(self, ctx: Context) -> Result:
+    def server(self, ctx: StepContext) -> Result:
         """A container running with this environment's settings, admin and ingress healthy."""
         self.engine_check()
         wanted, found = self.spec(), self.inspect()
@@ -426,7 +426,7 @@ class DockerRuntime:
             raise NexusError(f"docker rm {self.container} failed: {rm.stderr.strip()}")
         return f"stopped in {stopped:.1f}s and removed"
 
-    def stop(self, ctx: Context) -> Result:
+    def stop(self, ctx: StepContext) -> Result:
         """No container of ours left, running or stopped. Without an engine nothing can
         run, so the step is skipped and a purge after it still happens."""
         if shutil.which("docker") is None or server_version() is None:
@@ -486,7 +486,7 @@ class ExternalRuntime:
             )
         ]
 
-    def server(self, ctx: Context) -> Result:
+    def server(self, ctx: StepContext) -> Result:
         from ops.admin import AdminClient
 
         admin = AdminClient(self.env.admin.url, self.env.token)
@@ -500,7 +500,7 @@ class ExternalRuntime:
 def ensure_process(
     procs: ProcessManager,
     spec: ProcessSpec,
-    ctx: Context,
+    ctx: StepContext,
     *,
     diff: list[str] | None = None,
     before_start: Callable[[], None] | None = None,
@@ -536,7 +536,7 @@ def ensure_process(
 def stop_step(procs: ProcessManager, name: str) -> StepFn:
     """A down step: stop `name` if it runs."""
 
-    def step(ctx: Context) -> Result:
+    def step(ctx: StepContext) -> Result:
         info = procs.info(name)
         # A leader that died can leave its group behind (a granian worker keeping the port).
         orphans = (

@@ -20,7 +20,7 @@ from ops.release import SMOKE_TICKET, Release, ReleaseOptions, version_lines
 from ops.runtimes import ServerRuntime, ensure_process, stop_step
 from ops.server_runtime import runtime_for
 from ops.signing import ensure_key_pair, private_key_file, read_key_id, signing_dir
-from ops.steps import Context, Play, Result, StepFn
+from ops.steps import Play, Result, StepContext, StepFn
 from ops.versions import Instance
 from service import settings_names as names
 
@@ -118,7 +118,7 @@ class Stack:
         variable = self.env.settings.service.identity_key_env or "RESTATE_IDENTITY_KEY"
         return self.env.require_secret(variable, "request signing needs the server's public key")
 
-    def signing_step(self, ctx: Context) -> Result:
+    def signing_step(self, ctx: StepContext) -> Result:
         """An ed25519 key pair for local servers; the public key id for Cloud."""
         if not self.env.settings.service.signing:
             return Result.skipped("request signing off")
@@ -154,7 +154,7 @@ class Stack:
 
     # --- deploy steps ---------------------------------------------------------------
 
-    def gateway_step(self, ctx: Context) -> Result:
+    def gateway_step(self, ctx: StepContext) -> Result:
         if self.env.gateway_mode != "mock":
             return Result.skipped(f"external payment gateway at {self.env.gateway.url}")
         if not ctx.check:
@@ -185,7 +185,7 @@ class Stack:
             steps.append(("purge", self.purge_step))
         return steps
 
-    def purge_step(self, ctx: Context) -> Result:
+    def purge_step(self, ctx: StepContext) -> Result:
         state = self.env.state_dir
         if not state.exists():
             return Result.ok(f"{state} already absent")
@@ -219,7 +219,7 @@ def down(
 def _play(
     title: str, steps: list[tuple[str, StepFn]], check: bool, diff: bool, out: TextIO | None
 ) -> Play:
-    play = Play(title, Context(check=check, show_diff=diff), out=out or sys.stdout)
+    play = Play(title, StepContext(check=check, show_diff=diff), out=out or sys.stdout)
     for name, fn in steps:
         play.run(name, fn)
     play.recap()

@@ -52,7 +52,7 @@ class Result:
 
 
 @dataclass
-class Context:
+class StepContext:
     """What every step is told: check mode, whether diffs are wanted, and (in check
     mode) which earlier steps would have changed something, for steps whose answer
     depends on those changes."""
@@ -62,7 +62,7 @@ class Context:
     would_change: list[str] = field(default_factory=list)
 
 
-StepFn = Callable[[Context], Result]
+StepFn = Callable[[StepContext], Result]
 
 
 @dataclass(frozen=True)
@@ -102,7 +102,7 @@ class Play:
     """Runs steps in order, prints a line per step, stops at the first failure."""
 
     title: str
-    ctx: Context = field(default_factory=Context)
+    ctx: StepContext = field(default_factory=StepContext)
     out: TextIO = field(default_factory=lambda: sys.stdout)
     results: list[Result] = field(default_factory=list)
     mode: Output = field(default_factory=lambda: _OUTPUT.get() or Output())

@@ -21,7 +21,7 @@ from ops.errors import ApiError, NexusError
 from ops.ids import fresh_seat, new_run_id
 from ops.runtimes import SERVER, BinaryRuntime, DockerRuntime, ensure_process
 from ops.stack import SERVICE, Stack
-from ops.steps import Context
+from ops.steps import StepContext
 
 CALL_TIMEOUT_S = 90.0
 
@@ -204,7 +204,7 @@ def restart(cx: ChaosContext, name: str) -> float:
     started = time.monotonic()
     runtime = cx.stack.runtime
     if name == SERVER and isinstance(runtime, DockerRuntime):
-        runtime.server(Context())  # recreates the killed container on the same data
+        runtime.server(StepContext())  # recreates the killed container on the same data
         return time.monotonic() - started
     procs = cx.stack.procs
     procs.stop(process_name(cx, name))  # reaps it, waits for its ports, drops the stale PID file
@@ -214,7 +214,7 @@ def restart(cx: ChaosContext, name: str) -> float:
         spec = runtime.spec()
     else:
         spec = cx.stack.service_spec()
-    ensure_process(procs, spec, Context())
+    ensure_process(procs, spec, StepContext())
     return time.monotonic() - started
 
 

@@ -21,7 +21,7 @@ from ops.errors import NexusError
 from ops.processes import free_port
 from ops.runtimes import DockerRuntime
 from ops.stack import Stack, deploy, down, status_lines
-from ops.steps import Context
+from ops.steps import StepContext
 from tests.conftest import env_toml
 
 pytestmark = pytest.mark.integration
@@ -146,7 +146,7 @@ def test_a_container_that_dies_at_once_is_reported_within_seconds_with_its_log(
     (env.state_dir / "data" / f"nexus-{env.name}").write_text("not a folder")
     runtime = DockerRuntime(env)
     with pytest.raises(NexusError) as failure:
-        runtime.server(Context())
+        runtime.server(StepContext())
     message = failure.value.message
     assert f"container {runtime.container} exited with code" in message
     seconds = float(message.split(" after `docker run`")[0].rsplit(" ", 1)[-1].rstrip("s"))
@@ -179,5 +179,5 @@ def test_rollout_on_the_docker_runtime(docker_env: DockerEnv) -> None:
 def test_build_says_the_base_image_is_absent_and_pulls_nothing(engine: str) -> None:
     build = Build(PROJECT_ROOT, base="nexus-local/absent-base:never")
     with pytest.raises(NexusError, match="is not on this Docker engine") as failure:
-        build.image_step(Context())
+        build.image_step(StepContext())
     assert "does not pull it" in failure.value.message

@@ -10,7 +10,7 @@ from pathlib import Path
 from ops import environments
 from ops.processes import ProcessManager
 from ops.runtimes import BinaryRuntime, DockerRuntime
-from ops.steps import Context
+from ops.steps import StepContext
 
 
 def test_restate_server_reads_the_variables_the_container_is_given(tmp_path: Path) -> None:
@@ -34,7 +34,7 @@ dir = "{tmp_path / "state"}"
     )
     env = environments.load(str(file), root=environments.PROJECT_ROOT)
     binary = BinaryRuntime(env, ProcessManager(env.state_dir))
-    binary.install(Context())  # the npm install the project shares; raises if it cannot
+    binary.install(StepContext())  # the npm install the project shares; raises if it cannot
     spec = DockerRuntime(env).spec()
     variables = dict(spec[i + 1].split("=", 1) for i, a in enumerate(spec) if a == "--env")
     dump = subprocess.run(

@@ -13,7 +13,7 @@ import pytest
 
 from ops.runtimes import ensure_process
 from ops.stack import Stack
-from ops.steps import Context, Status
+from ops.steps import Status, StepContext
 
 pytestmark = pytest.mark.integration
 
@@ -66,7 +66,7 @@ def test_service_killed_mid_payment_charges_once_and_mails_once(stack: Stack) ->
             killed = stack.procs.kill(name)
             assert killed is not None
             stack.procs.stop(name)
-            restarted = ensure_process(stack.procs, stack.service_spec(), Context())
+            restarted = ensure_process(stack.procs, stack.service_spec(), StepContext())
             assert restarted.status is Status.CHANGED
             resp = answer.result(timeout=60)
     finally:

@@ -22,7 +22,7 @@ from ops.errors import SecretMissing
 from ops.processes import ProcessManager, ProcessSpec, free_port
 from ops.runtimes import ensure_process
 from ops.stack import Stack, status_lines
-from ops.steps import Context, Play, Status
+from ops.steps import Play, Status, StepContext
 from ops.versions import Instance
 
 KEY = "connect-key-" + "s3cr3t" * 6
@@ -171,7 +171,7 @@ def test_service_step_reports_the_missing_key_as_a_failure(tmp_path: Path) -> No
     env = load(tmp_path, secrets=None)
     service = dict(Stack(env).deploy_steps())["service"]
     out = io.StringIO()
-    play = Play("deploy conn", Context(check=True), out=out)
+    play = Play("deploy conn", StepContext(check=True), out=out)
     result = play.run("service", service)
     assert result.status is Status.FAILED
     assert "RESTATE_CONNECT_KEY" in result.message and "RESTATE_CONNECT_KEY" in out.getvalue()
@@ -181,7 +181,7 @@ def test_check_mode_would_start_the_tunnel_and_shows_no_key(tmp_path: Path) -> N
     env = load(tmp_path)
     service = dict(Stack(env).deploy_steps())["service"]
     out = io.StringIO()
-    result = Play("deploy conn", Context(check=True, show_diff=True), out=out).run(
+    result = Play("deploy conn", StepContext(check=True, show_diff=True), out=out).run(
         "service", service
     )
     assert result.status is Status.CHANGED
@@ -228,7 +228,7 @@ def test_running_connect_tunnel_is_ok_on_the_next_deploy(tmp_path: Path, sleeper
     )
     assert procs.info(spec.name).alive
     # Check mode: reports, never stops or starts anything.
-    result = ensure_process(procs, tunnel(env), Context(check=True))
+    result = ensure_process(procs, tunnel(env), StepContext(check=True))
     assert result.status is Status.OK, result.message
 
 

@@ -25,7 +25,7 @@ from ops.errors import ConfigError, NexusError, RuntimeUnavailable
 from ops.processes import free_port
 from ops.runtimes import DockerRuntime, bind_ip, container_name
 from ops.stack import down
-from ops.steps import Context, Status
+from ops.steps import Status, StepContext
 
 FAKE_DOCKER = """#!{python}
 import json, os, sys
@@ -159,33 +159,33 @@ def test_a_second_deploy_finds_the_container_and_changes_nothing(
     docker_state: Path, docker_env: EnvWriter
 ) -> None:
     runtime = DockerRuntime(docker_env())
-    first = runtime.server(Context())
+    first = runtime.server(StepContext())
     assert first.status is Status.CHANGED and "started" in first.message
-    assert runtime.server(Context()).status is Status.OK
+    assert runtime.server(StepContext()).status is Status.OK
     assert [call[0] for call in _calls(docker_state)] == ["run"]
 
 
 def test_a_changed_setting_recreates_the_container_and_check_mode_shows_the_diff(
     docker_state: Path, docker_env: EnvWriter
 ) -> None:
-    DockerRuntime(docker_env(partitions=2)).server(Context())
+    DockerRuntime(docker_env(partitions=2)).server(StepContext())
     data = docker_env().state_dir / "data"
     (data / "db").mkdir(parents=True)  # the server has provisioned its partitions
     runtime = DockerRuntime(docker_env(partitions=1))
 
-    planned = runtime.server(Context(check=True))
+    planned = runtime.server(StepContext(check=True))
     assert planned.status is Status.CHANGED and "would recreate" in planned.message
     assert "-RESTATE_DEFAULT_NUM_PARTITIONS=2" in planned.diff
     assert "+RESTATE_DEFAULT_NUM_PARTITIONS=1" in planned.diff
     assert "invoke down --purge" in planned.message
     assert len(_calls(docker_state)) == 1  # check mode ran nothing
 
-    done = runtime.server(Context())
+    done = runtime.server(StepContext())
     assert done.status is Status.CHANGED and "recreated" in done.message
     assert [call[0] for call in _calls(docker_state)] == ["run", "stop", "rm", "run"]
     stop = _calls(docker_state)[1]
     assert stop == ["stop", "--time", "10", runtime.container]  # graceful first
-    assert runtime.server(Context()).status is Status.OK
+    assert runtime.server(StepContext()).status is Status.OK
 
 
 def test_a_container_from_before_the_label_is_recreated(
@@ -197,33 +197,33 @@ def test_a_container_from_before_the_label_is_recreated(
             {"containers": {runtime.container: {"status": "running", "code": 0, "labels": {}}}}
         )
     )
-    assert "would recreate" in runtime.server(Context(check=True)).message
+    assert "would recreate" in runtime.server(StepContext(check=True)).message
 
 
 def test_a_stopped_container_is_recreated_and_its_old_settings_still_count(
     docker_state: Path, docker_env: EnvWriter
 ) -> None:
     runtime = DockerRuntime(docker_env(partitions=2))
-    runtime.server(Context())
+    runtime.server(StepContext())
     state = json.loads(docker_state.read_text())
     state["containers"][runtime.container]["status"] = "exited"
     docker_state.write_text(json.dumps(state))
     (runtime.env.state_dir / "data" / "db").mkdir(parents=True)
 
-    same = runtime.server(Context(check=True))
+    same = runtime.server(StepContext(check=True))
     assert "would recreate" in same.message and "(exited)" in same.message
-    moved = DockerRuntime(docker_env(partitions=1)).server(Context(check=True))
+    moved = DockerRuntime(docker_env(partitions=1)).server(StepContext(check=True))
     assert "(settings changed)" in moved.message and "invoke down --purge" in moved.message
 
 
 def test_down_removes_a_stopped_container_too(docker_state: Path, docker_env: EnvWriter) -> None:
     runtime = DockerRuntime(docker_env())
-    runtime.server(Context())
+    runtime.server(StepContext())
     state = json.loads(docker_state.read_text())
     state["containers"][runtime.container]["status"] = "exited"
     docker_state.write_text(json.dumps(state))
-    assert runtime.stop(Context()).status is Status.CHANGED
-    assert runtime.stop(Context()).status is Status.OK
+    assert runtime.stop(StepContext()).status is Status.CHANGED
+    assert runtime.stop(StepContext()).status is Status.OK
     assert runtime.inspect() is None
 
 
@@ -231,7 +231,7 @@ def test_signing_passes_the_private_key_into_the_container(
     docker_state: Path, docker_env: EnvWriter
 ) -> None:
     env = docker_env(signing=True)
-    DockerRuntime(env).server(Context())
+    DockerRuntime(env).server(StepContext())
     run = _calls(docker_state)[-1]
     assert f"{env.state_dir / 'signing'}:/restate-signing:ro" in run
     variable = next(a for a in run if a.startswith("RESTATE_WORKER__INVOKER__"))
@@ -298,7 +298,7 @@ def test_the_engine_check_asks_docker_version_for_the_server_version(
     assert ["version", "--format", "{{.Server.Version}}"] in calls
     monkeypatch.setenv("FAKE_DOCKER_FAIL", "version")
     with pytest.raises(RuntimeUnavailable, match="no Docker engine answers"):
-        runtime.server(Context())
+        runtime.server(StepContext())
 
 
 def test_a_container_that_exits_at_once_is_reported_with_its_log(
@@ -308,7 +308,7 @@ def test_a_container_that_exits_at_once_is_reported_with_its_log(
     monkeypatch.setenv("FAKE_DOCKER_RUN_STATUS", "exited")
     started = time.monotonic()
     with pytest.raises(NexusError) as failure:
-        runtime.server(Context())
+        runtime.server(StepContext())
     assert time.monotonic() - started < 5
     assert "exited with code 1" in failure.value.message
     assert "[RT0002] data from node 'abc'" in failure.value.message
@@ -321,10 +321,10 @@ def test_a_failed_stop_is_reported_and_the_container_kept(
     docker_state: Path, docker_env: EnvWriter, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     runtime = DockerRuntime(docker_env())
-    runtime.server(Context())
+    runtime.server(StepContext())
     monkeypatch.setenv("FAKE_DOCKER_FAIL", "stop")
     with pytest.raises(NexusError, match=f"docker stop {runtime.container} failed: .*refused"):
-        runtime.stop(Context())
+        runtime.stop(StepContext())
     assert runtime.running()
     assert "rm" not in [call[0] for call in _calls(docker_state)]
 
@@ -347,7 +347,7 @@ def test_status_lines_show_the_container(
 ) -> None:
     runtime = DockerRuntime(docker_env())
     assert runtime.status_lines() == ["container", f"  {runtime.container}  absent (Docker 27.0.0)"]
-    runtime.server(Context())
+    runtime.server(StepContext())
     line = runtime.status_lines()[1]
     assert line.startswith(f"  {runtime.container}  running  image img")
     assert "settings differ" not in line

@@ -31,7 +31,7 @@ from ops.processes import (
     proc_stats,
 )
 from ops.runtimes import stop_step
-from ops.steps import Context, Status
+from ops.steps import Status, StepContext
 
 SERVER = (
     "import http.server, sys\n"
@@ -336,13 +336,13 @@ def test_down_step_stops_the_orphans_of_a_dead_leader(
     assert wait_until(lambda: not pid_alive(pid))
     try:
         step = stop_step(procs, "parent")
-        would = step(Context(check=True))
+        would = step(StepContext(check=True))
         assert would.status is Status.CHANGED and "what is left" in would.message
         assert pid_alive(grandchild)
-        done = step(Context())
+        done = step(StepContext())
         assert done.status is Status.CHANGED
         assert wait_until(lambda: not pid_alive(grandchild))
-        assert step(Context()).status is Status.OK
+        assert step(StepContext()).status is Status.OK
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.kill(grandchild, signal.SIGKILL)

@@ -24,7 +24,7 @@ from ops.processes import free_port
 from ops.server_config import server_config
 from ops.signing import base58, ensure_key_pair, key_id
 from ops.stack import Stack, status_lines
-from ops.steps import Context, Status
+from ops.steps import Status, StepContext
 from tests.conftest import env_toml
 
 ALPHABET = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
@@ -199,18 +199,18 @@ def test_signing_step_generates_once_and_check_mode_writes_nothing(tmp_path: Pat
     assert stack.deploy_steps()[0][0] == "signing"
     assert "NEXUS_IDENTITY_KEYS" not in stack.service_env()
 
-    would = stack.signing_step(Context(check=True))
+    would = stack.signing_step(StepContext(check=True))
     assert would.status is Status.CHANGED and "would generate" in would.message
     assert not stack.signing_dir.exists()
 
-    made = stack.signing_step(Context())
+    made = stack.signing_step(StepContext())
     assert made.status is Status.CHANGED
     kid = (stack.signing_dir / "public.txt").read_text().strip()
     assert kid in made.message
     assert stack.identity_key() == kid
     assert stack.service_env()["NEXUS_IDENTITY_KEYS"] == kid
 
-    again = stack.signing_step(Context())
+    again = stack.signing_step(StepContext())
     assert again.status is Status.OK and kid in again.message
 
 
@@ -218,7 +218,7 @@ def test_signing_off_adds_no_step_and_no_key(tmp_path: Path) -> None:
     stack = Stack(_env(tmp_path))
     assert "signing" not in [name for name, _ in stack.deploy_steps()]
     assert stack.identity_key() is None
-    assert stack.signing_step(Context()).status is Status.SKIPPED
+    assert stack.signing_step(StepContext()).status is Status.SKIPPED
     assert "NEXUS_IDENTITY_KEYS" not in stack.service_env()
 
 
@@ -235,13 +235,13 @@ def test_external_runtime_takes_the_public_key_from_the_env_files(
     with pytest.raises(SecretMissing, match="RESTATE_IDENTITY_KEY"):
         stack.identity_key()
     with pytest.raises(SecretMissing, match="RESTATE_IDENTITY_KEY"):
-        stack.signing_step(Context())
+        stack.signing_step(StepContext())
 
     (env.root / ".env.cloudsig").write_text(f"RESTATE_IDENTITY_KEY={CLOUD_KID}\n")
     env = environments.load(str(env.file), root=env.root)
     stack = Stack(env)
     assert stack.identity_key() == CLOUD_KID
-    step = stack.signing_step(Context())
+    step = stack.signing_step(StepContext())
     assert step.status is Status.OK and CLOUD_KID in step.message
     assert stack.service_env()["NEXUS_IDENTITY_KEYS"] == CLOUD_KID
     assert not stack.signing_dir.exists()  # Cloud keeps the private key: nothing made here
@@ -298,7 +298,7 @@ def test_a_corrupt_private_key_is_a_config_error_naming_the_file(tmp_path: Path)
     stack = Stack(env)
     stack.signing_dir.mkdir(parents=True)
     (stack.signing_dir / "private.pem").write_text("-----BEGIN PRIVATE KEY-----\nnope\n")
-    for ctx in (Context(check=True), Context()):
+    for ctx in (StepContext(check=True), StepContext()):
         with pytest.raises(ConfigError) as info:
             stack.signing_step(ctx)
         assert str(stack.signing_dir / "private.pem") in str(info.value)
@@ -308,8 +308,8 @@ def test_a_corrupt_private_key_is_a_config_error_naming_the_file(tmp_path: Path)
 def test_check_mode_leaves_an_existing_key_pair_untouched(tmp_path: Path) -> None:
     env = _env(tmp_path, service="signing = true")
     stack = Stack(env)
-    stack.signing_step(Context())
+    stack.signing_step(StepContext())
     public = stack.signing_dir / "public.txt"
     public.unlink()
-    assert stack.signing_step(Context(check=True)).status is Status.OK
+    assert stack.signing_step(StepContext(check=True)).status is Status.OK
     assert not public.exists()

@@ -11,7 +11,7 @@ import pytest
 
 from ops import steps
 from ops.errors import ConfigError, NexusError, NotConverged
-from ops.steps import Context, Play, Result, Status
+from ops.steps import Play, Result, Status, StepContext
 
 
 class Tty(io.StringIO):
@@ -21,7 +21,7 @@ class Tty(io.StringIO):
 
 def play(title: str = "deploy", **ctx: bool) -> tuple[Play, io.StringIO]:
     out = io.StringIO()
-    return Play(title, ctx=Context(**ctx), out=out), out
+    return Play(title, ctx=StepContext(**ctx), out=out), out
 
 
 def lines(out: io.StringIO) -> list[str]:
@@ -71,11 +71,11 @@ def test_failure_skips_later_steps(error: NexusError) -> None:
     p, out = play()
     calls: list[str] = []
 
-    def fails(ctx: Context) -> Result:
+    def fails(ctx: StepContext) -> Result:
         calls.append("fails")
         raise error
 
-    def later(ctx: Context) -> Result:
+    def later(ctx: StepContext) -> Result:
         calls.append("later")
         return Result.ok("should not run")
 
@@ -97,7 +97,7 @@ def test_failure_skips_later_steps(error: NexusError) -> None:
 def test_failure_message_includes_log() -> None:
     p, out = play()
 
-    def fails(ctx: Context) -> Result:
+    def fails(ctx: StepContext) -> Result:
         raise NexusError("server exited", log=Path("/tmp/x.log"))
 
     p.run("server", fails)
@@ -107,7 +107,7 @@ def test_failure_message_includes_log() -> None:
 def test_other_exceptions_propagate() -> None:
     p, _ = play()
 
-    def bug(ctx: Context) -> Result:
+    def bug(ctx: StepContext) -> Result:
         raise KeyError("programming error")
 
     with pytest.raises(KeyError):
@@ -116,9 +116,9 @@ def test_other_exceptions_propagate() -> None:
 
 def test_check_mode_label_and_context() -> None:
     p, out = play(check=True)
-    seen: list[Context] = []
+    seen: list[StepContext] = []
 
-    def step(ctx: Context) -> Result:
+    def step(ctx: StepContext) -> Result:
         seen.append(ctx)
         return Result.changed("would start gateway")
 
@@ -224,7 +224,7 @@ def test_later_steps_learn_which_earlier_steps_would_change(check: bool) -> None
 def json_play(*, check: bool = False, redact: tuple[str, ...] = ()) -> tuple[Play, io.StringIO]:
     out = io.StringIO()
     with steps.output(json=True, redact=redact):
-        made = Play("deploy local", ctx=Context(check=check), out=out)
+        made = Play("deploy local", ctx=StepContext(check=check), out=out)
     return made, out
 
 
