@@ -37,6 +37,7 @@ from ops.steps import Result, StepContext, StepFn
 Probe = Callable[[], bool]
 
 SERVER = "restate-server"
+READY_GRACE_S = 5.0  # how long a running process may take to answer its probe
 
 
 class ServerRuntime(Protocol):
@@ -505,11 +506,15 @@ def ensure_process(
     diff: list[str] | None = None,
     before_start: Callable[[], None] | None = None,
 ) -> Result:
-    """Running with the wanted fingerprint → ok; otherwise (re)start → changed."""
+    """Running with the wanted fingerprint → ok; otherwise (re)start → changed.
+
+    A process that runs as wanted but does not answer its probe gets `READY_GRACE_S` to
+    answer before it counts as hung: under load one probe can time out, and restarting a
+    busy gateway or service would drop the work in flight on it."""
     info = procs.info(spec.name)
     wanted = spec.fingerprint()
     if info.alive and info.fingerprint == wanted and not diff:
-        if spec.ready():
+        if poll_until(spec.ready, READY_GRACE_S, 0.5):
             return Result.ok(f"{spec.name} running (pid {info.pid})")
         if ctx.check:
             return Result.changed(f"would restart {spec.name} (pid {info.pid} is not answering)")

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import sys
+import time
 from pathlib import Path
 
 from ops import environments
-from ops.runtimes import partitions_note
+from ops.processes import ProcessManager, ProcessSpec
+from ops.runtimes import READY_GRACE_S, ensure_process, partitions_note
 from ops.server_config import server_config
+from ops.steps import Status, StepContext
 from tests.conftest import env_toml
 
 
@@ -38,3 +42,29 @@ def test_no_note_without_data_without_a_change_or_on_first_write(tmp_path: Path)
     (data / "db").mkdir()
     assert partitions_note(before, before, data) == ""
     assert partitions_note("", after, data) == ""  # the first config written
+
+
+def test_a_running_process_whose_probe_is_slow_once_is_not_restarted(tmp_path: Path) -> None:
+    """One probe timing out under load is no reason to kill a busy process; a process
+    that stays silent for the whole grace is restarted (check mode says so)."""
+    procs = ProcessManager(tmp_path)
+    answers = iter([False, False, True])
+    spec = ProcessSpec(
+        "sleeper", [sys.executable, "-c", "import time; time.sleep(30)"], tmp_path, [],
+        ready=lambda: next(answers, True), ready_timeout=5,
+    )  # fmt: skip
+    pid = procs.start(spec)
+    try:
+        answers = iter([False, False, True])  # start-up used the first answers
+        result = ensure_process(procs, spec, StepContext())
+        assert result.status is Status.OK and procs.info("sleeper").pid == pid
+        silent = ProcessSpec(
+            "sleeper", spec.argv, tmp_path, [], ready=lambda: False, ready_timeout=5
+        )
+        started = time.monotonic()
+        check = ensure_process(procs, silent, StepContext(check=True))
+        assert check.status is Status.CHANGED and "not answering" in check.message
+        assert time.monotonic() - started >= READY_GRACE_S
+        assert procs.info("sleeper").pid == pid  # check mode restarted nothing
+    finally:
+        procs.stop("sleeper", timeout=1)
