@@ -235,6 +235,26 @@ def open_invocations(
     return with_seats(found, _seats_held(admin, checkouts), _seats_asked(admin, checkouts))
 
 
+def by_idempotency_key(
+    admin: AdminClient, *, prefix: str | None = None, keys: Sequence[str] = ()
+) -> list[dict[str, Any]]:
+    """Invocations sent with an Idempotency-Key (completed ones too, while Restate keeps
+    them): those whose key starts with `prefix`, or whose key is one of `keys`. Each row:
+    id, idempotency_key, status, created_at, pinned_deployment_id."""
+    columns = "id, idempotency_key, status, created_at, pinned_deployment_id"
+    if prefix is not None:
+        escaped = prefix.replace("'", "''")
+        return admin.query(
+            f"SELECT {columns} FROM sys_invocation WHERE starts_with(idempotency_key, '{escaped}')"
+        )
+    rows: list[dict[str, Any]] = []
+    for chunk in _chunks(list(keys)):
+        rows += admin.query(
+            f"SELECT {columns} FROM sys_invocation WHERE idempotency_key IN ({_quoted(chunk)})"
+        )
+    return rows
+
+
 def completed_invocations(admin: AdminClient, *, older_than_s: float = 0.0) -> list[str]:
     """Ids of completed invocations whose completion is older than `older_than_s`."""
     rows = admin.query("SELECT id, completed_at FROM sys_invocation WHERE status = 'completed'")

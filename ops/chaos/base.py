@@ -19,6 +19,7 @@ from ops.checks import Skip, expect
 from ops.environments import Environment
 from ops.errors import ApiError, NexusError
 from ops.ids import fresh_seat, new_run_id
+from ops.invocations import by_idempotency_key
 from ops.runtimes import SERVER, BinaryRuntime, DockerRuntime, ensure_process
 from ops.stack import SERVICE, Stack
 from ops.steps import StepContext
@@ -239,13 +240,9 @@ def ensure_running(cx: ChaosContext, name: str) -> None:
 
 def invocations(cx: ChaosContext, key_prefix: str) -> list[dict[str, Any]]:
     """Restate's invocations whose Idempotency-Key starts with `key_prefix`."""
-    escaped = key_prefix.replace("'", "''")
     admin = cx.admin()
     try:
-        return admin.query(
-            "SELECT id, idempotency_key, status, created_at FROM sys_invocation"
-            f" WHERE starts_with(idempotency_key, '{escaped}')"
-        )
+        return by_idempotency_key(admin, prefix=key_prefix)
     finally:
         admin.close()
 

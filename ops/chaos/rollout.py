@@ -33,6 +33,7 @@ from ops.chaos.base import (
 from ops.chaos.crashes import LOAD_WORKERS, BackgroundLoad
 from ops.checks import CheckFailed, Skip, expect
 from ops.errors import NexusError
+from ops.invocations import by_idempotency_key, open_invocations
 from ops.processes import poll_until
 from ops.release import ReleaseOptions
 from ops.rollout import newest
@@ -196,13 +197,10 @@ def _watch_mismatches(cx: ChaosContext, held: list[Future[Reply]], seconds: floa
     admin = cx.admin()
     try:
         while time.monotonic() < deadline and not all(f.done() for f in held):
-            for row in admin.query(
-                "SELECT id, target, last_failure FROM sys_invocation"
-                " WHERE status != 'completed' AND last_failure IS NOT NULL"
-            ):
-                failure = str(row.get("last_failure") or "")
+            for inv in open_invocations(admin):
+                failure = f"{inv.failure_code or ''} {inv.last_failure or ''}"
                 if any(m in failure for m in MISMATCH):
-                    found[str(row["id"])] = f"{row['target']}: {failure[:160]}"
+                    found[inv.id] = f"{inv.target}: {failure[:160]}"
             time.sleep(0.25)
     finally:
         admin.close()
@@ -211,13 +209,9 @@ def _watch_mismatches(cx: ChaosContext, held: list[Future[Reply]], seconds: floa
 
 def _pinned(cx: ChaosContext, keys: list[str]) -> dict[str, str]:
     """Idempotency key → the deployment its invocation ran on."""
-    quoted = ", ".join("'" + k.replace("'", "''") + "'" for k in keys)
     admin = cx.admin()
     try:
-        rows = admin.query(
-            "SELECT idempotency_key, pinned_deployment_id FROM sys_invocation"
-            f" WHERE idempotency_key IN ({quoted})"
-        )
+        rows = by_idempotency_key(admin, keys=keys)
     finally:
         admin.close()
     return {str(r["idempotency_key"]): str(r.get("pinned_deployment_id")) for r in rows}
