@@ -218,24 +218,6 @@ class AdminClient(_Client):
             f"deleting deployment {deployment_id}",
         )
 
-    def unfinished_by_deployment(self) -> dict[str, tuple[int, str]]:
-        """Per deployment id: how many invocations pinned to it are not completed
-        (running, suspended, backing off, paused...), and when the oldest was created."""
-        rows = self.query(
-            "SELECT pinned_deployment_id AS deployment, count(*) AS n,"
-            " min(created_at) AS oldest FROM sys_invocation"
-            " WHERE status != 'completed' AND pinned_deployment_id IS NOT NULL"
-            " GROUP BY pinned_deployment_id"
-        )
-        return {str(r["deployment"]): (int(r["n"]), str(r["oldest"])) for r in rows}
-
-    def pinned_deployment(self, invocation_id: str) -> str | None:
-        """The deployment an invocation ran on (kept while Restate retains it)."""
-        escaped = invocation_id.replace("'", "''")
-        rows = self.query(f"SELECT pinned_deployment_id FROM sys_invocation WHERE id = '{escaped}'")
-        value = rows[0].get("pinned_deployment_id") if rows else None
-        return str(value) if value else None
-
     def services(self) -> list[dict[str, Any]]:
         return list(_expect(self.request("GET", "/services"), "GET /services")["services"])
 

@@ -23,7 +23,12 @@ from typing import Any
 
 from ops.admin import AdminClient, GatewayClient
 from ops.environments import Environment
-from ops.invocations import DEFAULT_MAX_RETRIES, Invocation, open_invocations
+from ops.invocations import (
+    DEFAULT_MAX_RETRIES,
+    Invocation,
+    checkouts_in_flight,
+    open_invocations,
+)
 from service.models import TICKET, TicketState, TicketStatus
 
 HOLD_GRACE_MS = 5_000
@@ -67,25 +72,6 @@ def read_tickets(admin: AdminClient, prefix: str = "") -> dict[str, list[TicketS
             TicketState.model_validate(json.loads(row["value_utf8"]))
         )
     return seats
-
-
-def checkouts_in_flight(admin: AdminClient) -> frozenset[str]:
-    """Ids of the Checkout invocations not completed yet (running, suspended, backing
-    off...). A checkout's hold names its invocation id as its holdId."""
-    rows = admin.query(
-        "SELECT id FROM sys_invocation"
-        " WHERE status != 'completed' AND target_service_name = 'Checkout'"
-    )
-    return frozenset(str(row["id"]) for row in rows)
-
-
-def invocations_open(admin: AdminClient, service: str | None = None) -> int:
-    """Invocations not completed yet (queued, running, suspended...), of one service or all."""
-    where = "status != 'completed'"
-    if service is not None:
-        where += " AND target_service_name = '" + service.replace("'", "''") + "'"
-    rows = admin.query(f"SELECT count(*) AS n FROM sys_invocation WHERE {where}")
-    return int(rows[0]["n"]) if rows else 0
 
 
 def read_charges(gateway_url: str) -> list[dict[str, Any]]:

@@ -255,6 +255,45 @@ def by_idempotency_key(
     return rows
 
 
+def checkouts_in_flight(admin: AdminClient) -> frozenset[str]:
+    """Ids of the Checkout invocations not completed yet (running, suspended, backing
+    off...). A checkout's hold names its invocation id as its holdId."""
+    rows = admin.query(
+        "SELECT id FROM sys_invocation"
+        " WHERE status != 'completed' AND target_service_name = 'Checkout'"
+    )
+    return frozenset(str(row["id"]) for row in rows)
+
+
+def invocations_open(admin: AdminClient, service: str | None = None) -> int:
+    """Invocations not completed yet (queued, running, suspended...), of one service or all."""
+    where = "status != 'completed'"
+    if service is not None:
+        where += " AND target_service_name = '" + service.replace("'", "''") + "'"
+    rows = admin.query(f"SELECT count(*) AS n FROM sys_invocation WHERE {where}")
+    return int(rows[0]["n"]) if rows else 0
+
+
+def unfinished_by_deployment(admin: AdminClient) -> dict[str, tuple[int, str]]:
+    """Per deployment id: how many invocations pinned to it are not completed
+    (running, suspended, backing off, paused...), and when the oldest was created."""
+    rows = admin.query(
+        "SELECT pinned_deployment_id AS deployment, count(*) AS n,"
+        " min(created_at) AS oldest FROM sys_invocation"
+        " WHERE status != 'completed' AND pinned_deployment_id IS NOT NULL"
+        " GROUP BY pinned_deployment_id"
+    )
+    return {str(r["deployment"]): (int(r["n"]), str(r["oldest"])) for r in rows}
+
+
+def pinned_deployment(admin: AdminClient, invocation_id: str) -> str | None:
+    """The deployment an invocation ran on (kept while Restate retains it)."""
+    escaped = invocation_id.replace("'", "''")
+    rows = admin.query(f"SELECT pinned_deployment_id FROM sys_invocation WHERE id = '{escaped}'")
+    value = rows[0].get("pinned_deployment_id") if rows else None
+    return str(value) if value else None
+
+
 def completed_invocations(admin: AdminClient, *, older_than_s: float = 0.0) -> list[str]:
     """Ids of completed invocations whose completion is older than `older_than_s`."""
     rows = admin.query("SELECT id, completed_at FROM sys_invocation WHERE status = 'completed'")

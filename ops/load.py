@@ -18,9 +18,10 @@ from typing import Any, TextIO
 
 from ops import k6
 from ops.admin import AdminClient, GatewayClient
-from ops.audit import AuditReport, audit, invocations_open, read_charges, read_tickets
+from ops.audit import AuditReport, audit, read_charges, read_tickets
 from ops.environments import Endpoint, Environment
 from ops.errors import NexusError
+from ops.invocations import invocations_open
 from ops.processes import PGRP, UTIME, ProcessInfo, free_port, proc_stats
 from ops.stack import GATEWAY, Stack, asgi_spec
 from service.models import TicketStatus

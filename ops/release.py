@@ -25,6 +25,7 @@ from ops.admin import AdminClient, IngressClient, json_of, signature, signature_
 from ops.environments import Endpoint, Environment
 from ops.errors import ApiError, NexusError, NotConverged
 from ops.granian import asgi_spec
+from ops.invocations import pinned_deployment, unfinished_by_deployment
 from ops.processes import ProcessManager, ProcessSpec, port_free
 from ops.rollout import Deployment, Facts, Plan, breaking_changes, decide, newest
 from ops.runtimes import ensure_process
@@ -221,7 +222,7 @@ class Release:
         deadline = time.monotonic() + SQL_WARMUP_S
         while True:
             try:
-                return self.admin.unfinished_by_deployment()
+                return unfinished_by_deployment(self.admin)
             except ApiError as exc:
                 starting = exc.status == 500 and "partition" in exc.message
                 if not starting or time.monotonic() > deadline:
@@ -423,7 +424,7 @@ class Release:
             )
         took = (time.monotonic() - started) * 1000
         invocation = resp.headers.get("x-restate-id", "")
-        reached = self.admin.pinned_deployment(invocation) if invocation else None
+        reached = pinned_deployment(self.admin, invocation) if invocation else None
         if active is not None and reached is not None and reached != active.id:
             raise NotConverged(
                 f"the smoke call ran on {reached}, not on the active deployment {active.id}"

@@ -14,8 +14,9 @@ import pytest
 
 from ops import k6
 from ops.admin import AdminClient, GatewayClient
-from ops.audit import audit, checkouts_in_flight
+from ops.audit import audit
 from ops.errors import ApiError
+from ops.invocations import checkouts_in_flight
 from ops.load import BENCH, audit_run, bench, bench_lines, drive, gateway_latency
 from ops.processes import poll_until
 from ops.stack import Stack
