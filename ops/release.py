@@ -29,7 +29,7 @@ from ops.invocations import pinned_deployment, unfinished_by_deployment
 from ops.processes import ProcessManager, ProcessSpec, port_free
 from ops.rollout import Deployment, Facts, Plan, breaking_changes, decide, newest
 from ops.runtimes import ensure_process
-from ops.steps import Result, StepContext
+from ops.steps import Result, Status, StepContext
 from ops.versions import (
     META_COMMIT,
     META_ENV,
@@ -313,12 +313,9 @@ class Release:
         active = plan.active
         if active is not None and active.instance is not None:
             current = ensure_process(self.procs, self.spec(active.instance), ctx)
-            if current.status.value != "ok":  # same version, other settings: same code
+            if current.status is not Status.OK:  # same version, other settings: same code
                 return current
-            info = self.procs.info(active.instance.name)
-            return Result.ok(
-                f"version {self.version} running as {active.instance.name} (pid {info.pid})"
-            )
+            return Result.ok(f"version {self.version}: {current.message}")
         return Result.ok(f"version {self.version} running")
 
     def _require_snapshot(self, instance: Instance) -> None:

@@ -154,7 +154,7 @@ def rollout(cx: ChaosContext, *, in_place: bool = False) -> str:
             f"{len(failed_load)}/{len(requests)} load bookings failed, e.g."
             f" {failed_load[0].first.brief() if failed_load else ''}",
         )
-        retired = _retired(cx, old.id, old.instance.name, ReleaseOptions(sources=variant))
+        retired = _retired(cx, old.id, old.instance.name, variant)
         back = _rollback(cx)
         figures = expect_audit(cx, f"{cx.prefix}rollout")
     finally:
@@ -217,16 +217,10 @@ def _pinned(cx: ChaosContext, keys: list[str]) -> dict[str, str]:
     return {str(r["idempotency_key"]): str(r.get("pinned_deployment_id")) for r in rows}
 
 
-def _retired(cx: ChaosContext, old_id: str, old_process: str, options: ReleaseOptions) -> str:
+def _retired(cx: ChaosContext, old_id: str, old_process: str, variant: Path) -> str:
     """Deploy the same version again with a drain timeout: the old one is retired."""
     started = time.monotonic()
-    out = io.StringIO()
-    play = deploy(
-        cx.env,
-        out=out,
-        options=ReleaseOptions(sources=options.sources, drain_timeout=DRAIN_TIMEOUT_S),
-    )
-    expect(not play.failed, f"deploy after the switch failed: {out.getvalue()[-600:]}")
+    _deploy(cx, ReleaseOptions(sources=variant, drain_timeout=DRAIN_TIMEOUT_S), "same version")
     ids = {d.id for d in cx.stack.release.deployments()}
     expect(old_id not in ids, f"{old_id} still registered after draining")
     expect(not cx.stack.procs.info(old_process).alive, f"{old_process} still runs")
