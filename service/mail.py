@@ -10,13 +10,21 @@ with the booking id as idempotency key, to its mail provider instead."""
 
 from __future__ import annotations
 
+import binascii
 import os
-from email.charset import QP, Charset
 from email.header import Header
-from email.message import Message
 from pathlib import Path
 
 from service.models import MailRequest
+
+# The fixed part of every message: plain UTF-8 text, quoted-printable so the outbox
+# stays readable (base64 would not be).
+_FIXED_HEADERS = (
+    "MIME-Version: 1.0\n"
+    'Content-Type: text/plain; charset="utf-8"\n'
+    "Content-Transfer-Encoding: quoted-printable\n"
+    "From: Nexus Tickets <tickets@nexus.invalid>\n"
+)
 
 
 def _slug(text: str) -> str:
@@ -28,41 +36,52 @@ def _file_name(booking_id: str) -> str:
     return _slug(booking_id) + ".eml"
 
 
-_UTF8_QP = Charset("utf-8")
-_UTF8_QP.body_encoding = QP  # readable text in the outbox, not base64
+def compose(req: MailRequest) -> bytes:
+    """The confirmation message for one booking, as the bytes of an RFC 5322 file.
 
-
-def compose(req: MailRequest) -> Message:
-    """The confirmation message for one booking.
-
-    Built with the classic (compat32) API: the newer `EmailMessage` parses every header it
-    is given (600 µs per message against 115 µs here). Ids cannot carry control
-    characters (validation refuses them), the address is slugged, and a non-ASCII subject
-    is an RFC 2047 encoded word, so no value can add a header."""
-    msg = Message()
-    msg["MIME-Version"] = "1.0"
-    msg.set_payload(
-        f"Hello {req.user_id},\n\nyour seat {req.ticket_id} is booked"
-        f" (booking {req.booking_id}, charge {req.charge_id}).\n",
-        _UTF8_QP,
-    )
-    msg["From"] = "Nexus Tickets <tickets@nexus.invalid>"
-    msg["To"] = f"{_slug(req.user_id)}@users.nexus.invalid"
+    Written from a template rather than through `email.message`: that package builds,
+    folds and flattens a message in about 130 µs, a tenth of a checkout's own code.
+    Ids cannot carry control characters (validation refuses them), the address and the
+    Message-ID are slugged, and a non-ASCII subject is an RFC 2047 encoded word, so no
+    value can add a header or a line."""
+    booking = _slug(req.booking_id)
     subject = f"Booking confirmed: {req.ticket_id}"
-    msg["Subject"] = subject if subject.isascii() else Header(subject, "utf-8").encode()
-    msg["Message-ID"] = f"<{_slug(req.booking_id)}@nexus.invalid>"
-    msg["X-Nexus-Booking"] = _slug(req.booking_id)
-    return msg
+    if not subject.isascii():
+        subject = Header(subject, "utf-8").encode()
+    head = (
+        f"{_FIXED_HEADERS}"
+        f"To: {_slug(req.user_id)}@users.nexus.invalid\n"
+        f"Subject: {subject}\n"
+        f"Message-ID: <{booking}@nexus.invalid>\n"
+        f"X-Nexus-Booking: {booking}\n\n"
+    )
+    text = (
+        f"Hello {req.user_id},\n\nyour seat {req.ticket_id} is booked"
+        f" (booking {req.booking_id}, charge {req.charge_id}).\n"
+    )
+    return head.encode("ascii") + binascii.b2a_qp(text.encode("utf-8"), istext=True)
 
 
 def deliver(outbox: Path, req: MailRequest) -> bool:
     """Write the message into `outbox/new`; False when it was already delivered."""
-    final = outbox / "new" / _file_name(req.booking_id)
-    if final.exists():
+    final = os.path.join(outbox, "new", _file_name(req.booking_id))
+    if os.path.exists(final):
         return False
-    staging = outbox / "tmp" / f"{final.name}.{os.getpid()}"
-    staging.parent.mkdir(parents=True, exist_ok=True)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    staging.write_bytes(compose(req).as_bytes())
-    os.replace(staging, final)
+    staging = os.path.join(outbox, "tmp", f"{_file_name(req.booking_id)}.{os.getpid()}")
+    message = compose(req)
+    try:
+        _write(staging, message)
+    except FileNotFoundError:  # the first mail of this outbox: make its directories
+        os.makedirs(os.path.join(outbox, "tmp"), exist_ok=True)
+        _write(staging, message)
+    try:
+        os.replace(staging, final)
+    except FileNotFoundError:
+        os.makedirs(os.path.join(outbox, "new"), exist_ok=True)
+        os.replace(staging, final)
     return True
+
+
+def _write(path: str, data: bytes) -> None:
+    with open(path, "wb") as fh:
+        fh.write(data)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import email
 import email.policy
+import shutil
 from email.message import EmailMessage
 from pathlib import Path
 
@@ -79,7 +80,28 @@ def test_message_headers_and_body(tmp_path: Path) -> None:
 
 def test_compose_matches_delivered_file(tmp_path: Path) -> None:
     deliver(tmp_path, REQ)
-    assert files(tmp_path)[0].read_bytes() == compose(REQ).as_bytes()
+    assert files(tmp_path)[0].read_bytes() == compose(REQ)
+
+
+def test_an_outbox_removed_while_running_is_made_again(tmp_path: Path) -> None:
+    outbox = tmp_path / "outbox"
+    assert deliver(outbox, REQ)
+    shutil.rmtree(outbox)
+    assert deliver(outbox, REQ.model_copy(update={"booking_id": "inv_2"}))
+    assert [p.name for p in files(outbox)] == ["inv_2.eml"]
+    shutil.rmtree(outbox / "new")
+    assert deliver(outbox, REQ.model_copy(update={"booking_id": "inv_3"}))
+    assert [p.name for p in files(outbox)] == ["inv_3.eml"]
+
+
+def test_long_body_lines_are_quoted_printable(tmp_path: Path) -> None:
+    req = REQ.model_copy(update={"ticket_id": "e:" + "x" * 190, "user_id": "Zoë"})
+    raw = compose(req)
+    assert max(len(line) for line in raw.split(b"\n")[8:]) <= 76  # the body's lines
+    msg = email.message_from_bytes(raw, policy=email.policy.default)
+    assert isinstance(msg, EmailMessage)
+    assert "e:" + "x" * 190 in msg.get_content()
+    assert "Zoë" in msg.get_content()
 
 
 def test_unicode_ids_are_delivered(tmp_path: Path) -> None:
