@@ -411,16 +411,23 @@ def audit(
         "env": ENV_HELP,
         "vus": "virtual users in both phases (default 32)",
         "duration": "length of each phase (default 20s)",
+        "rounds": "skeleton and checkout phases run this many times, alternating; the"
+        " figures are the rounds' medians (default 1)",
         "out": "write the figures as JSON to this file",
     }
 )
 def bench(
-    c: Context, env: str = "local", vus: int = 32, duration: str = "20s", out: str = ""
+    c: Context,
+    env: str = "local",
+    vus: int = 32,
+    duration: str = "20s",
+    rounds: int = 1,
+    out: str = "",
 ) -> None:
     """Measure no-op calls vs. full checkouts on this machine: rate, ratio, latency, CPU."""
     _refuse_dry(c, "bench")
     with _errors():
-        result = ops.load.bench(_env(env), vus=vus, duration=duration)
+        result = ops.load.bench(_env(env), vus=vus, duration=duration, rounds=rounds)
     print("\n".join(ops.load.bench_lines(result)))
     if out:
         ops.load.write_json(result, Path(out))

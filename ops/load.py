@@ -7,10 +7,11 @@ import json
 import math
 import os
 import resource
+import statistics
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -390,16 +391,33 @@ def cpu_seconds(pgid: int) -> float:
     return total / os.sysconf("SC_CLK_TCK")
 
 
+def host_cpu_seconds() -> tuple[float, float]:
+    """The whole host's busy and stolen CPU seconds since boot, from /proc/stat.
+
+    Busy is user, nice, system, irq and softirq; steal is time the hypervisor gave our
+    virtual CPUs to someone else, which slows every phase alike without showing in any
+    process's figures."""
+    fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(v) for v in fields)
+    tick = os.sysconf("SC_CLK_TCK")
+    return (user + nice + system + irq + softirq) / tick, steal / tick
+
+
 def measure_cpu(pids: dict[str, int], action: Callable[[], Any]) -> tuple[Any, dict[str, float]]:
-    """Run `action`; CPU seconds each process group spent meanwhile, plus k6 (our children)."""
+    """Run `action`; CPU seconds each process group spent meanwhile, plus k6 (our
+    children), the rest of the host's processes (`others`) and the hypervisor's `steal`."""
     before = {name: cpu_seconds(pid) for name, pid in pids.items()}
     kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    host_busy, host_steal = host_cpu_seconds()
     started = time.monotonic()
     value = action()
     wall = time.monotonic() - started
+    busy, steal = host_cpu_seconds()
     after_kids = resource.getrusage(resource.RUSAGE_CHILDREN)
     split = {name: cpu_seconds(pid) - before[name] for name, pid in pids.items()}
     split["k6"] = (after_kids.ru_utime + after_kids.ru_stime) - (kids.ru_utime + kids.ru_stime)
+    split["others"] = max(0.0, (busy - host_busy) - sum(split.values()))
+    split["steal"] = steal - host_steal
     split["wall"] = wall
     return value, split
 
@@ -410,11 +428,55 @@ def measure_cpu(pids: dict[str, int], action: Callable[[], Any]) -> tuple[Any, d
 BENCH = "bench-service"
 
 
+@dataclass
+class BenchRound:
+    """One skeleton phase and the checkout phase right after it."""
+
+    saga: LoadResult
+    saga_cpu: dict[str, float]
+    full: LoadResult
+    full_cpu: dict[str, float]
+    left_open: int
+
+    @property
+    def checkout_of_saga(self) -> float:
+        saga_rate = self.saga.summary.checkouts_per_s
+        return self.full.summary.checkouts_per_s / saga_rate if saga_rate else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        cpu = self.full_cpu
+        return {
+            "saga_per_s": round(self.saga.summary.checkouts_per_s, 1),
+            "checkouts_per_s": round(self.full.summary.checkouts_per_s, 1),
+            "checkout_of_saga": round(self.checkout_of_saga, 3),
+            "checkout_p99_ms": round(self.full.summary.p99_ms, 1),
+            "cpu_ms_per_checkout": round(cpu_ms_per_call(cpu, self.full.summary), 3),
+            "steal_pct": round(100 * _share(cpu, "steal"), 1),
+            "others_pct": round(100 * _share(cpu, "others"), 1),
+        }
+
+
+def _share(cpu: dict[str, float], key: str) -> float:
+    """`key`'s CPU seconds as a share of the phase's wall time times the host's CPUs."""
+    capacity = cpu.get("wall", 0.0) * (os.cpu_count() or 1)
+    return cpu.get(key, 0.0) / capacity if capacity else 0.0
+
+
 def bench(
-    env: Environment, *, vus: int = 32, duration: str = "20s", out: TextIO | None = None
+    env: Environment,
+    *,
+    vus: int = 32,
+    duration: str = "20s",
+    rounds: int = 1,
+    out: TextIO | None = None,
 ) -> dict[str, Any]:
-    """No-op calls, the checkout's Restate skeleton, then full checkouts on uncontended
-    seats, all at the same load; rates, latencies and the CPU split of each phase."""
+    """No-op calls, then `rounds` pairs of the checkout's Restate skeleton and full
+    checkouts on uncontended seats, all at the same load; rates, latencies and the CPU
+    split of each phase. With several rounds the figures are the rounds' medians: a pair
+    run back to back shares the host's weather, which on a shared machine moves rates by
+    ±20% from one minute to the next."""
+    if rounds < 1:
+        raise NexusError(f"--rounds must be at least 1, got {rounds}")
     stream = out or sys.stdout
     stack = Stack(env)
     server = stack.procs.info("restate-server")
@@ -455,36 +517,57 @@ def bench(
             )
             return audit_run(env, _uninterrupted(run)), cpu
 
+        def checkout_phase() -> tuple[LoadResult, dict[str, float], int]:
+            # Only k6's run is measured: the audit's scan of every seat comes after.
+            run, cpu = measure_cpu(
+                pids,
+                lambda: drive(
+                    env,
+                    vus=vus,
+                    duration=duration,
+                    script="checkout",
+                    ramp="0s",
+                    mix="success",
+                    seat_mode="unique",
+                    out=stream,
+                ),
+            )
+            left_open = invocations_open(stack.admin)
+            return audit_run(env, _uninterrupted(run)), cpu, left_open
+
         noop, noop_cpu = bench_phase("noop")
-        saga, saga_cpu = bench_phase("saga")
-        # Only k6's run is measured: the audit's scan of every seat comes after.
-        run, full_cpu = measure_cpu(
-            pids,
-            lambda: drive(
-                env,
-                vus=vus,
-                duration=duration,
-                script="checkout",
-                ramp="0s",
-                mix="success",
-                seat_mode="unique",
-                out=stream,
-            ),
-        )
-        left_open = invocations_open(stack.admin)
-        full = audit_run(env, _uninterrupted(run))
+        done: list[BenchRound] = []
+        for _ in range(rounds):
+            saga, saga_cpu = bench_phase("saga")
+            done.append(BenchRound(saga, saga_cpu, *checkout_phase()))
+    return bench_figures(vus, duration, noop, noop_cpu, done)
+
+
+def bench_figures(
+    vus: int,
+    duration: str,
+    noop: LoadResult,
+    noop_cpu: dict[str, float],
+    rounds: Sequence[BenchRound],
+) -> dict[str, Any]:
+    """The bench's figures: the median round's, with CPU summed over every round."""
+    middle = sorted(rounds, key=lambda r: r.checkout_of_saga)[len(rounds) // 2]
     noop_rate = noop.summary.checkouts_per_s
-    saga_rate = saga.summary.checkouts_per_s
-    rate = full.summary.checkouts_per_s
+    saga_rate = statistics.median(r.saga.summary.checkouts_per_s for r in rounds)
+    rate = statistics.median(r.full.summary.checkouts_per_s for r in rounds)
     problems = [
         f"{name}: {problem}"
-        for name, result in (("no-op", noop), ("skeleton", saga), ("checkouts", full))
+        for name, result in [("no-op", noop)]
+        + [(f"skeleton {n}", r.saga) for n, r in enumerate(rounds, 1)]
+        + [(f"checkouts {n}", r.full) for n, r in enumerate(rounds, 1)]
         for problem in result.run_problems()
     ]
-    problems += [f"checkouts audit: {v}" for v in full.audit.violations]
+    problems += [f"checkouts audit: {v}" for r in rounds for v in r.full.audit.violations]
+    saga_cpu = _summed(r.saga_cpu for r in rounds)
+    full_cpu = _summed(r.full_cpu for r in rounds)
     noop_ms = cpu_ms_per_call(noop_cpu, noop.summary)
-    saga_ms = cpu_ms_per_call(saga_cpu, saga.summary)
-    checkout_ms = cpu_ms_per_call(full_cpu, full.summary)
+    saga_ms = _pooled_ms(saga_cpu, [r.saga for r in rounds])
+    checkout_ms = _pooled_ms(full_cpu, [r.full for r in rounds])
     return {
         "ok": not problems,
         "problems": problems,
@@ -496,12 +579,13 @@ def bench(
         "ratio": round(rate / noop_rate, 3) if noop_rate else 0.0,
         "saga_per_s": round(saga_rate, 1),
         "saga_ratio": round(saga_rate / noop_rate, 3) if noop_rate else 0.0,
-        "checkout_of_saga": round(rate / saga_rate, 3) if saga_rate else 0.0,
-        "checkout_p50_ms": round(full.summary.p50_ms, 1),
-        "checkout_p99_ms": round(full.summary.p99_ms, 1),
-        "checkout_outcomes": full.summary.outcomes,
-        "audit": full.audit.to_dict(),
-        "invocations_left_open": left_open,
+        "checkout_of_saga": round(statistics.median(r.checkout_of_saga for r in rounds), 3),
+        "checkout_p50_ms": round(statistics.median(r.full.summary.p50_ms for r in rounds), 1),
+        "checkout_p99_ms": round(statistics.median(r.full.summary.p99_ms for r in rounds), 1),
+        "checkout_outcomes": _summed(r.full.summary.outcomes for r in rounds),
+        "audit": middle.full.audit.to_dict(),
+        "invocations_left_open": max(r.left_open for r in rounds),
+        "rounds": [r.to_dict() for r in rounds],
         "cpu_noop_s": {k: round(v, 2) for k, v in noop_cpu.items()},
         "cpu_saga_s": {k: round(v, 2) for k, v in saga_cpu.items()},
         "cpu_checkout_s": {k: round(v, 2) for k, v in full_cpu.items()},
@@ -512,6 +596,22 @@ def bench(
         "saga_cost_noop_calls": round(saga_ms / noop_ms, 2) if noop_ms else 0.0,
         "checkout_cost_noop_calls": round(checkout_ms / noop_ms, 2) if noop_ms else 0.0,
     }
+
+
+def _summed(counts: Iterable[Mapping[str, float]]) -> dict[str, float]:
+    """Key by key sums, every key kept (a Counter's `+` would drop zeros)."""
+    total: dict[str, float] = {}
+    for count in counts:
+        for key, value in count.items():
+            total[key] = total.get(key, 0) + value
+    return total
+
+
+def _pooled_ms(cpu: dict[str, float], results: Sequence[LoadResult]) -> float:
+    """CPU per answer over several phases: their summed CPU over all their answers."""
+    answers = sum(sum(r.summary.outcomes.values()) for r in results)
+    spent = sum(cpu.get(name, 0.0) for name in SYSTEM_UNDER_TEST)
+    return 1000.0 * spent / answers if answers else 0.0
 
 
 #: The processes whose CPU a call costs (k6, the load's driver, is left out).
@@ -571,6 +671,15 @@ def bench_lines(result: dict[str, Any]) -> list[str]:
         )
     if "invocations_left_open" in result:  # work deferred past the window flatters a rate
         lines.append(f"left open        {result['invocations_left_open']:>8d}     invocations")
+    rounds = result.get("rounds", [])
+    if len(rounds) > 1:  # the figures above are these rounds' medians
+        for n, r in enumerate(rounds, 1):
+            lines.append(
+                f"round {n:<10} skeleton {r['saga_per_s']:.1f}/s, checkouts"
+                f" {r['checkouts_per_s']:.1f}/s ({r['checkout_of_saga']:.0%}),"
+                f" p99 {r['checkout_p99_ms']:.0f} ms, steal {r['steal_pct']:.1f}%,"
+                f" other processes {r['others_pct']:.1f}%"
+            )
     for phase in ("cpu_noop_s", "cpu_saga_s", "cpu_checkout_s"):
         cpu = result[phase]
         parts = ", ".join(f"{k} {v:.1f}s" for k, v in cpu.items())

@@ -234,12 +234,12 @@ def test_a_bench_that_fails_to_register_undoes_what_it_started(
     assert stack.procs.info(BENCH).pid is None  # the bench service was stopped
 
 
-def test_short_bench_measures_three_phases_and_cleans_up(stack: Stack) -> None:
+def test_short_bench_measures_its_phases_and_cleans_up(stack: Stack) -> None:
     gateway = GatewayClient(stack.env.gateway.url, timeout=5.0)
     gateway.configure(latency_ms=3)
     out = io.StringIO()
     try:
-        result = bench(stack.env, vus=4, duration="2s", out=out)
+        result = bench(stack.env, vus=4, duration="2s", rounds=2, out=out)
         assert gateway.config()["latency_ms"] == 3  # the bench's latency 0 is undone
     finally:
         gateway.configure(latency_ms=0)
@@ -267,3 +267,7 @@ def test_short_bench_measures_three_phases_and_cleans_up(stack: Stack) -> None:
     text = "\n".join(bench_lines(result))
     assert "saga skeleton" in text and "cpu_saga_s" in text and "ratio" in text
     assert "no-op calls of CPU" in text
+    assert len(result["rounds"]) == 2 and "round 2" in text  # skeleton, checkouts, twice
+    rates = sorted(r["checkouts_per_s"] for r in result["rounds"])
+    assert result["checkouts_per_s"] == pytest.approx(sum(rates) / 2, abs=0.1)  # the median
+    assert result["cpu_checkout_s"]["steal"] >= 0 and "others" in result["cpu_checkout_s"]

@@ -9,7 +9,17 @@ import sys
 import time
 
 from ops import k6
-from ops.load import cpu_ms_per_call, cpu_seconds
+from ops.audit import AuditReport
+from ops.load import (
+    BenchRound,
+    LoadResult,
+    bench_figures,
+    bench_lines,
+    cpu_ms_per_call,
+    cpu_seconds,
+    host_cpu_seconds,
+    measure_cpu,
+)
 from ops.processes import UTIME, proc_stat
 
 # A group leader that sleeps while its child burns CPU: granian's supervisor and worker.
@@ -65,3 +75,82 @@ def test_cpu_per_call_counts_server_service_and_gateway_over_every_answer() -> N
         requests=0, duration_s=1.0, checkouts_per_s=0, p50_ms=0, p95_ms=0, p99_ms=0
     )
     assert cpu_ms_per_call(cpu, empty) == 0.0
+
+
+BURNER = "import time\nend = time.process_time() + 0.5\nwhile time.process_time() < end: pass\n"
+
+
+def test_host_cpu_counts_busy_time() -> None:
+    busy, steal = host_cpu_seconds()
+    subprocess.run([sys.executable, "-c", BURNER], check=True)
+    busy_after, steal_after = host_cpu_seconds()
+    assert busy_after - busy >= 0.4  # the burner's half second, at least
+    assert steal_after >= steal >= 0
+
+
+def test_measure_cpu_counts_other_processes_apart() -> None:
+    # Started before the window and reaped after it: not one of ours, not k6.
+    burner = subprocess.Popen([sys.executable, "-c", BURNER])
+    try:
+        _, split = measure_cpu({}, lambda: time.sleep(0.8))
+    finally:
+        burner.wait()
+    assert split["others"] >= 0.35, split
+    assert split["k6"] < 0.1 and split["wall"] >= 0.8
+    assert split["steal"] >= 0
+
+
+def _phase(rate: float, p99: float, confirmed: int) -> LoadResult:
+    outcomes = dict.fromkeys(k6.OUTCOMES, 0) | {"confirmed": confirmed}
+    summary = k6.LoadSummary(
+        requests=confirmed,
+        duration_s=10.0,
+        checkouts_per_s=rate,
+        p50_ms=p99 / 2,
+        p95_ms=p99,
+        p99_ms=p99,
+        outcomes=outcomes,
+    )
+    return LoadResult(summary=summary, audit=AuditReport(), run_id="r")
+
+
+def _round(saga_rate: float, rate: float, p99: float, cpu_s: float) -> BenchRound:
+    cpu = {"restate-server": cpu_s, "service": 0.0, "gateway": 0.0, "steal": 2.0, "wall": 10.0}
+    return BenchRound(
+        saga=_phase(saga_rate, 50, int(saga_rate * 10)),
+        saga_cpu=cpu,
+        full=_phase(rate, p99, int(rate * 10)),
+        full_cpu=cpu,
+        left_open=3,
+    )
+
+
+def test_bench_figures_are_the_rounds_medians_with_pooled_cpu() -> None:
+    noop = _phase(1000.0, 20, 10_000)
+    rounds = [
+        _round(200.0, 150.0, 300, 15.0),  # 75%
+        _round(180.0, 171.0, 240, 15.0),  # 95%
+        _round(200.0, 170.0, 260, 30.0),  # 85%
+    ]
+    figures = bench_figures(32, "10s", noop, {"restate-server": 10.0}, rounds)
+    assert figures["checkout_of_saga"] == 0.85
+    assert figures["checkouts_per_s"] == 170.0 and figures["saga_per_s"] == 200.0
+    assert figures["checkout_p99_ms"] == 260.0
+    # 60 s of server CPU over 1,500 + 1,710 + 1,700 checkouts
+    assert figures["cpu_ms_per_checkout"] == round(60_000 / 4910, 3)
+    assert figures["cpu_checkout_s"]["restate-server"] == 60.0
+    assert [r["checkout_of_saga"] for r in figures["rounds"]] == [0.75, 0.95, 0.85]
+    cpus = os.cpu_count() or 1
+    assert figures["rounds"][0]["steal_pct"] == round(100 * 2.0 / (10.0 * cpus), 1)
+    assert figures["ok"] and figures["checkout_outcomes"]["confirmed"] == 4910
+    text = "\n".join(bench_lines(figures))
+    assert "round 2" in text and "(95%)" in text and "steal" in text
+
+
+def test_a_bad_round_is_named() -> None:
+    noop = _phase(1000.0, 20, 10_000)
+    bad = _round(200.0, 150.0, 300, 15.0)
+    bad.full.summary.outcomes["unexpected"] = 4
+    figures = bench_figures(32, "10s", noop, {}, [_round(200.0, 170.0, 260, 15.0), bad])
+    assert not figures["ok"]
+    assert any(p.startswith("checkouts 2: ") for p in figures["problems"]), figures["problems"]

@@ -159,6 +159,13 @@ def test_a_bench_with_a_bad_phase_prints_why_and_exits_non_zero(
     assert "NOT VALID        no-op: 12 unexpected answers" in capsys.readouterr().out
 
 
+def test_a_bench_of_no_rounds_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(Exit) as exited:
+        tasks.bench(MockContext(), rounds=0)
+    assert exited.value.code == 2
+    assert "--rounds must be at least 1, got 0" in str(exited.value.message)
+
+
 @pytest.mark.parametrize(
     ("value", "says"),
     [
