@@ -98,6 +98,7 @@ class LoadResult:
     audit: AuditReport
     run_id: str
     sale: FlashSale | None = None
+    host_steal_pct: float = 0.0  # CPU time the hypervisor took while k6 ran
 
     @property
     def ok(self) -> bool:
@@ -132,6 +133,7 @@ class LoadResult:
             **self.summary.to_dict(),
             **sale,
             "run_id": self.run_id,
+            "host_steal_pct": self.host_steal_pct,
             "audit": self.audit.to_dict(),
         }
 
@@ -147,6 +149,7 @@ class K6Run:
     seats: int = 0
     rate: int | None = None
     duration: str = ""
+    host_steal_pct: float = 0.0  # of the host's CPU time while k6 ran
 
 
 def drive(
@@ -205,6 +208,8 @@ def drive(
         file=stream,
         flush=True,
     )
+    _, stolen_before = host_cpu_seconds()
+    started = time.monotonic()
     try:
         summary = k6.run_k6(
             script_path(script),
@@ -218,6 +223,7 @@ def drive(
         )
     except (k6.K6Failed, k6.K6NotFound) as exc:
         raise NexusError(f"k6 failed: {exc}") from None
+    stolen = host_cpu_seconds()[1] - stolen_before
     return K6Run(
         script,
         summary,
@@ -226,6 +232,7 @@ def drive(
         seats=seats,
         rate=rate,
         duration=duration,
+        host_steal_pct=host_share_pct(stolen, time.monotonic() - started),
     )
 
 
@@ -259,7 +266,9 @@ def audit_run(env: Environment, run: K6Run) -> LoadResult:
     bookings held against the seats sold."""
     if run.script in BENCH_SCRIPTS:
         notes = [f"{run.script}: bench-only load"]
-        return LoadResult(run.summary, AuditReport(notes=notes), run.run_id)
+        return LoadResult(
+            run.summary, AuditReport(notes=notes), run.run_id, host_steal_pct=run.host_steal_pct
+        )
     report = audit(env, prefix=run.prefix)
     confirmed = run.summary.outcomes["confirmed"]
     sold = report.checked.get("sold")
@@ -279,7 +288,7 @@ def audit_run(env: Environment, run: K6Run) -> LoadResult:
     if run.script == FLASH_SALE:
         sale = flash_sale(run)
         audit_sale(env, run, report)
-    return LoadResult(run.summary, report, run.run_id, sale)
+    return LoadResult(run.summary, report, run.run_id, sale, run.host_steal_pct)
 
 
 def flash_sale(run: K6Run) -> FlashSale:
@@ -370,6 +379,8 @@ def print_result(result: LoadResult, out: TextIO | None = None) -> None:
     print(k6.render_table(result.summary), file=stream)
     if result.sale is not None:
         print("\n".join(result.sale.lines()), file=stream)
+    # Time the hypervisor gave our CPUs to other machines slows every figure above.
+    print(f"host steal       {result.host_steal_pct:.1f}% of CPU time during the run", file=stream)
     print("\n".join(result.audit.lines()), file=stream, flush=True)
 
 
@@ -392,15 +403,25 @@ def cpu_seconds(pgid: int) -> float:
 
 
 def host_cpu_seconds() -> tuple[float, float]:
-    """The whole host's busy and stolen CPU seconds since boot, from /proc/stat.
+    """The whole host's busy and stolen CPU seconds since boot, from /proc/stat (zeros
+    where there is none).
 
     Busy is user, nice, system, irq and softirq; steal is time the hypervisor gave our
     virtual CPUs to someone else, which slows every phase alike without showing in any
     process's figures."""
-    fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]
-    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(v) for v in fields)
+    try:
+        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]
+        user, nice, system, _idle, _iowait, irq, softirq, steal = (int(v) for v in fields)
+    except (OSError, ValueError):
+        return 0.0, 0.0
     tick = os.sysconf("SC_CLK_TCK")
     return (user + nice + system + irq + softirq) / tick, steal / tick
+
+
+def host_share_pct(cpu_s: float, wall_s: float) -> float:
+    """CPU seconds as a percentage of what all the host's CPUs had in `wall_s`."""
+    capacity = wall_s * (os.cpu_count() or 1)
+    return round(100 * cpu_s / capacity, 1) if capacity > 0 else 0.0
 
 
 def measure_cpu(pids: dict[str, int], action: Callable[[], Any]) -> tuple[Any, dict[str, float]]:
@@ -451,15 +472,9 @@ class BenchRound:
             "checkout_of_saga": round(self.checkout_of_saga, 3),
             "checkout_p99_ms": round(self.full.summary.p99_ms, 1),
             "cpu_ms_per_checkout": round(cpu_ms_per_call(cpu, self.full.summary), 3),
-            "steal_pct": round(100 * _share(cpu, "steal"), 1),
-            "others_pct": round(100 * _share(cpu, "others"), 1),
+            "steal_pct": host_share_pct(cpu.get("steal", 0.0), cpu.get("wall", 0.0)),
+            "others_pct": host_share_pct(cpu.get("others", 0.0), cpu.get("wall", 0.0)),
         }
-
-
-def _share(cpu: dict[str, float], key: str) -> float:
-    """`key`'s CPU seconds as a share of the phase's wall time times the host's CPUs."""
-    capacity = cpu.get("wall", 0.0) * (os.cpu_count() or 1)
-    return cpu.get(key, 0.0) / capacity if capacity else 0.0
 
 
 def bench(

@@ -80,6 +80,7 @@ def test_a_short_flash_sale_sells_every_seat_once_and_audits_clean(stack: Stack)
         assert key in data
     assert data["dropped_iterations"] == result.summary.dropped_iterations
     assert data["audit"]["ok"] is True
+    assert 0 <= data["host_steal_pct"] <= 100 and data["host_steal_pct"] == run.host_steal_pct
 
 
 def test_a_crossed_threshold_fails_invoke_load_naming_it(stack: Stack, tmp_path: Path) -> None:

@@ -18,6 +18,7 @@ from ops.load import (
     cpu_ms_per_call,
     cpu_seconds,
     host_cpu_seconds,
+    host_share_pct,
     measure_cpu,
 )
 from ops.processes import UTIME, proc_stat
@@ -154,3 +155,9 @@ def test_a_bad_round_is_named() -> None:
     figures = bench_figures(32, "10s", noop, {}, [_round(200.0, 170.0, 260, 15.0), bad])
     assert not figures["ok"]
     assert any(p.startswith("checkouts 2: ") for p in figures["problems"]), figures["problems"]
+
+
+def test_host_share_is_a_percentage_of_every_cpu() -> None:
+    cpus = os.cpu_count() or 1
+    assert host_share_pct(cpus * 5.0, 10.0) == 50.0
+    assert host_share_pct(1.0, 0.0) == 0.0  # no time, no share
