@@ -426,7 +426,8 @@ def host_share_pct(cpu_s: float, wall_s: float) -> float:
 
 def measure_cpu(pids: dict[str, int], action: Callable[[], Any]) -> tuple[Any, dict[str, float]]:
     """Run `action`; CPU seconds each process group spent meanwhile, plus k6 (our
-    children), the rest of the host's processes (`others`) and the hypervisor's `steal`."""
+    children), everything else the host ran (`others`: other processes, this one, kernel
+    threads) and the hypervisor's `steal`."""
     before = {name: cpu_seconds(pid) for name, pid in pids.items()}
     kids = resource.getrusage(resource.RUSAGE_CHILDREN)
     host_busy, host_steal = host_cpu_seconds()
@@ -693,7 +694,7 @@ def bench_lines(result: dict[str, Any]) -> list[str]:
                 f"round {n:<10} skeleton {r['saga_per_s']:.1f}/s, checkouts"
                 f" {r['checkouts_per_s']:.1f}/s ({r['checkout_of_saga']:.0%}),"
                 f" p99 {r['checkout_p99_ms']:.0f} ms, steal {r['steal_pct']:.1f}%,"
-                f" other processes {r['others_pct']:.1f}%"
+                f" others {r['others_pct']:.1f}%"
             )
     for phase in ("cpu_noop_s", "cpu_saga_s", "cpu_checkout_s"):
         cpu = result[phase]
