@@ -20,6 +20,7 @@ from ops.load import (
     host_cpu_seconds,
     host_share_pct,
     measure_cpu,
+    steal_line,
 )
 from ops.processes import UTIME, proc_stat
 
@@ -146,6 +147,8 @@ def test_bench_figures_are_the_rounds_medians_with_pooled_cpu() -> None:
     assert figures["ok"] and figures["checkout_outcomes"]["confirmed"] == 4910
     text = "\n".join(bench_lines(figures))
     assert "round 2" in text and "(95%)" in text and "steal" in text
+    high = figures["rounds"][0]["steal_pct"] >= 5.0  # 2 s of 10 s on this many CPUs
+    assert ("(high steal)" in text) is high
 
 
 def test_a_bad_round_is_named() -> None:
@@ -161,3 +164,9 @@ def test_host_share_is_a_percentage_of_every_cpu() -> None:
     cpus = os.cpu_count() or 1
     assert host_share_pct(cpus * 5.0, 10.0) == 50.0
     assert host_share_pct(1.0, 0.0) == 0.0  # no time, no share
+
+
+def test_a_run_with_high_steal_says_its_figures_understate_the_stack() -> None:
+    assert steal_line(0.4) == "host steal       0.4% of CPU time during the run"
+    assert "high" not in steal_line(4.9)
+    assert "(high: the figures above understate the stack; run again)" in steal_line(13.1)
