@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, TextIO, TypeVar
 
 from ops import k6
 from ops.admin import AdminClient, GatewayClient
@@ -460,6 +460,7 @@ def measure_cpu(pids: dict[str, int], action: Callable[[], Any]) -> tuple[Any, d
 
 
 BENCH = "bench-service"
+Number = TypeVar("Number", int, float)
 
 
 @dataclass
@@ -578,11 +579,21 @@ def bench_figures(
     noop_cpu: dict[str, float],
     rounds: Sequence[BenchRound],
 ) -> dict[str, Any]:
-    """The bench's figures: the median round's, with CPU summed over every round."""
-    middle = sorted(rounds, key=lambda r: r.checkout_of_saga)[len(rounds) // 2]
+    """The bench's figures: the rounds' medians, with CPU, outcomes and audits summed over
+    every round."""
     noop_rate = noop.summary.checkouts_per_s
     saga_rate = statistics.median(r.saga.summary.checkouts_per_s for r in rounds)
     rate = statistics.median(r.full.summary.checkouts_per_s for r in rounds)
+    saga_cpu = _summed(r.saga_cpu for r in rounds)
+    full_cpu = _summed(r.full_cpu for r in rounds)
+    noop_ms = cpu_ms_per_call(noop_cpu, noop.summary)
+    saga_ms = cpu_ms_per_call(saga_cpu, *(r.saga.summary for r in rounds))
+    checkout_ms = cpu_ms_per_call(full_cpu, *(r.full.summary for r in rounds))
+    audit = AuditReport(
+        checked=_summed(r.full.audit.checked for r in rounds),
+        violations=[v for r in rounds for v in r.full.audit.violations],
+        notes=[n for r in rounds for n in r.full.audit.notes],
+    )
     problems = [
         f"{name}: {problem}"
         for name, result in [("no-op", noop)]
@@ -590,12 +601,7 @@ def bench_figures(
         + [(f"checkouts {n}", r.full) for n, r in enumerate(rounds, 1)]
         for problem in result.run_problems()
     ]
-    problems += [f"checkouts audit: {v}" for r in rounds for v in r.full.audit.violations]
-    saga_cpu = _summed(r.saga_cpu for r in rounds)
-    full_cpu = _summed(r.full_cpu for r in rounds)
-    noop_ms = cpu_ms_per_call(noop_cpu, noop.summary)
-    saga_ms = _pooled_ms(saga_cpu, [r.saga for r in rounds])
-    checkout_ms = _pooled_ms(full_cpu, [r.full for r in rounds])
+    problems += [f"checkouts audit: {v}" for v in audit.violations]
     return {
         "ok": not problems,
         "problems": problems,
@@ -611,7 +617,7 @@ def bench_figures(
         "checkout_p50_ms": round(statistics.median(r.full.summary.p50_ms for r in rounds), 1),
         "checkout_p99_ms": round(statistics.median(r.full.summary.p99_ms for r in rounds), 1),
         "checkout_outcomes": _summed(r.full.summary.outcomes for r in rounds),
-        "audit": middle.full.audit.to_dict(),
+        "audit": audit.to_dict(),
         "invocations_left_open": max(r.left_open for r in rounds),
         "rounds": [r.to_dict() for r in rounds],
         "cpu_noop_s": {k: round(v, 2) for k, v in noop_cpu.items()},
@@ -626,20 +632,13 @@ def bench_figures(
     }
 
 
-def _summed(counts: Iterable[Mapping[str, float]]) -> dict[str, float]:
+def _summed(counts: Iterable[Mapping[str, Number]]) -> dict[str, Number]:
     """Key by key sums, every key kept (a Counter's `+` would drop zeros)."""
-    total: dict[str, float] = {}
+    total: dict[str, Number] = {}
     for count in counts:
         for key, value in count.items():
-            total[key] = total.get(key, 0) + value
+            total[key] = total[key] + value if key in total else value
     return total
-
-
-def _pooled_ms(cpu: dict[str, float], results: Sequence[LoadResult]) -> float:
-    """CPU per answer over several phases: their summed CPU over all their answers."""
-    answers = sum(sum(r.summary.outcomes.values()) for r in results)
-    spent = sum(cpu.get(name, 0.0) for name in SYSTEM_UNDER_TEST)
-    return 1000.0 * spent / answers if answers else 0.0
 
 
 #: The processes whose CPU a call costs (k6, the load's driver, is left out).
@@ -652,9 +651,10 @@ def service_process(stack: Stack) -> ProcessInfo:
     return stack.procs.info(stack.service_instance().name)
 
 
-def cpu_ms_per_call(cpu: dict[str, float], summary: k6.LoadSummary) -> float:
-    """Milliseconds of CPU that restate-server, service and gateway spent per answer."""
-    answers = sum(summary.outcomes.values())
+def cpu_ms_per_call(cpu: dict[str, float], *summaries: k6.LoadSummary) -> float:
+    """Milliseconds of CPU that restate-server, service and gateway spent per answer
+    (`cpu` summed over the runs of `summaries`, their answers likewise)."""
+    answers = sum(sum(summary.outcomes.values()) for summary in summaries)
     spent = sum(cpu.get(name, 0.0) for name in SYSTEM_UNDER_TEST)
     return 1000.0 * spent / answers if answers else 0.0
 

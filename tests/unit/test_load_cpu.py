@@ -134,7 +134,10 @@ def test_bench_figures_are_the_rounds_medians_with_pooled_cpu() -> None:
         _round(180.0, 171.0, 240, 15.0),  # 95%
         _round(200.0, 170.0, 260, 30.0),  # 85%
     ]
+    for r in rounds:
+        r.full.audit.checked["sold"] = r.full.summary.outcomes["confirmed"]
     figures = bench_figures(32, "10s", noop, {"restate-server": 10.0}, rounds)
+    assert figures["audit"]["sold"] == 4910 and figures["audit"]["ok"]  # every round's seats
     assert figures["checkout_of_saga"] == 0.85
     assert figures["checkouts_per_s"] == 170.0 and figures["saga_per_s"] == 200.0
     assert figures["checkout_p99_ms"] == 260.0
@@ -158,6 +161,11 @@ def test_a_bad_round_is_named() -> None:
     figures = bench_figures(32, "10s", noop, {}, [_round(200.0, 170.0, 260, 15.0), bad])
     assert not figures["ok"]
     assert any(p.startswith("checkouts 2: ") for p in figures["problems"]), figures["problems"]
+    oversold = _round(200.0, 170.0, 260, 15.0)
+    oversold.full.audit.violations.append("seat-1: two live charges")
+    figures = bench_figures(32, "10s", noop, {}, [_round(200.0, 170.0, 260, 15.0), oversold])
+    assert figures["problems"] == ["checkouts audit: seat-1: two live charges"]
+    assert figures["audit"]["ok"] is False
 
 
 def test_host_share_is_a_percentage_of_every_cpu() -> None:
