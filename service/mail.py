@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import binascii
 import os
+from collections.abc import Callable
 from email.header import Header
 from pathlib import Path
 
@@ -64,22 +65,26 @@ def compose(req: MailRequest) -> bytes:
 
 def deliver(outbox: Path, req: MailRequest) -> bool:
     """Write the message into `outbox/new`; False when it was already delivered."""
-    final = os.path.join(outbox, "new", _file_name(req.booking_id))
+    name = _file_name(req.booking_id)
+    staging_dir, new_dir = os.path.join(outbox, "tmp"), os.path.join(outbox, "new")
+    final = os.path.join(new_dir, name)
     if os.path.exists(final):
         return False
-    staging = os.path.join(outbox, "tmp", f"{_file_name(req.booking_id)}.{os.getpid()}")
+    staging = os.path.join(staging_dir, f"{name}.{os.getpid()}")
     message = compose(req)
-    try:
-        _write(staging, message)
-    except FileNotFoundError:  # the first mail of this outbox: make its directories
-        os.makedirs(os.path.join(outbox, "tmp"), exist_ok=True)
-        _write(staging, message)
-    try:
-        os.replace(staging, final)
-    except FileNotFoundError:
-        os.makedirs(os.path.join(outbox, "new"), exist_ok=True)
-        os.replace(staging, final)
+    _in_dir(staging_dir, lambda: _write(staging, message))
+    _in_dir(new_dir, lambda: os.replace(staging, final))
     return True
+
+
+def _in_dir(directory: str, action: Callable[[], None]) -> None:
+    """Run `action`, which writes into `directory`; when the directory is missing (the
+    outbox's first mail, or an outbox removed meanwhile), make it and run it once more."""
+    try:
+        action()
+    except FileNotFoundError:
+        os.makedirs(directory, exist_ok=True)
+        action()
 
 
 def _write(path: str, data: bytes) -> None:
