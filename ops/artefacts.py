@@ -228,6 +228,7 @@ class Artefacts:
                 **meta,
             }
             (home / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+            self.make_venv(Artefact(version, home), work / "check-venv")  # it must import
             if target.home.exists():
                 shutil.rmtree(target.home)
             home.rename(target.home)
@@ -344,7 +345,7 @@ def _stage(package: Path, target: Path, version: str) -> None:
         r'^version = "[^"]*"$', f'version = "{version}"', text, count=1, flags=re.MULTILINE
     )
     if count != 1:
-        raise ArtefactError(f"{package / PYPROJECT} has no `version = \"...\"` line to stamp")
+        raise ArtefactError(f'{package / PYPROJECT} has no `version = "..."` line to stamp')
     (target / PYPROJECT).write_text(stamped)
 
 

@@ -99,7 +99,7 @@ def debian_mirror(sources: Path = Path("/etc/apt")) -> str:
     for file in sorted(sources.glob("sources.list.d/*.sources")):
         for uri in re.findall(r"^URIs:\s*(\S+)", file.read_text(), re.MULTILINE):
             if "security" not in uri:
-                return uri.rstrip("/")
+                return str(uri).rstrip("/")
     listing = sources / "sources.list"
     if listing.is_file():
         for line in listing.read_text().splitlines():
@@ -143,9 +143,7 @@ def build_base(tag: str = BASE_IMAGE, mirror: str | None = None) -> str:
         proc = subprocess.run(argv, capture_output=True, text=True, timeout=900, check=False)
         if proc.returncode != 0:
             raise ImageError(f"mmdebstrap failed:\n{(proc.stderr or proc.stdout)[-2000:]}")
-        imported = docker(
-            "import", "--change", 'CMD ["python3"]', str(tarball), tag, timeout=600
-        )
+        imported = docker("import", "--change", 'CMD ["python3"]', str(tarball), tag, timeout=600)
         if imported.returncode != 0:
             raise ImageError(f"docker import of the base failed:\n{imported.stderr[-1500:]}")
     found = image_id(tag)
@@ -212,9 +210,10 @@ def build_service_image(
     return found, time.monotonic() - started
 
 
-def push(version: str, registry: str) -> str:
-    """Tag the version's image as `<registry>/nexus-booking-service:<id>` and push it;
-    the pushed reference. A refusal names the registry and what it said."""
+def push(version: str, registry: str) -> tuple[str, bool]:
+    """Tag the version's image as `<registry>/nexus-booking-service:<id>` and push it:
+    the pushed reference, and whether any layer was uploaded (False: the registry had
+    them all). A refusal names the registry and what it said, and leaves no tag."""
     registry = registry.rstrip("/")
     if not re.fullmatch(r"[A-Za-z0-9.\-]+(:\d+)?(/[a-z0-9._\-/]+)?", registry):
         raise ImageError(f"--push {registry!r} is not a registry address (host[:port][/path])")
@@ -233,12 +232,12 @@ def push(version: str, registry: str) -> str:
             f"registry {registry} refused the push of version {version}:"
             f" {said[-1] if said else 'no answer'}"
         )
-    return remote
+    return remote, ": Pushed" in proc.stdout
 
 
 def pushed_digest(remote: str) -> str | None:
     """The registry's digest of a pushed reference (as the engine recorded it)."""
-    proc = docker("image", "inspect", "--format", "{{join .RepoDigests \" \"}}", remote)
+    proc = docker("image", "inspect", "--format", '{{join .RepoDigests " "}}', remote)
     if proc.returncode != 0:
         return None
     name = remote.rsplit(":", 1)[0]
