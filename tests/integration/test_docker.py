@@ -52,7 +52,9 @@ def docker_env(engine: str, tmp_path: Path) -> Iterator[DockerEnv]:
         file = tmp_path / f"{name}.toml"
         text = env_toml(tmp_path / f"state-{name}", **kwargs)  # type: ignore[arg-type]
         file.write_text(
-            text.replace('runtime = "binary"', f'runtime = "docker"\nimage = "{IMAGE}"')
+            text.replace('runtime = "binary"', f'runtime = "docker"\nimage = "{IMAGE}"').replace(
+                'mode = "process"', 'mode = "container"'
+            )
         )
         env = environments.load(str(file), root=PROJECT_ROOT)
         made.append(env)
