@@ -283,7 +283,7 @@ class Artefacts:
             )
             _run(
                 [py, "-I", "-c", "import service.app"],
-                f"version {artefact.version} does not import in its own virtualenv",
+                f"importing service.app in version {artefact.version}'s own virtualenv",
                 timeout=120,
             )
             record = {**artefact.manifest(), "python": python}
