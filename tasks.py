@@ -21,7 +21,6 @@ import ops.steps
 from ops import environments, scenarios
 from ops.admin import AdminClient
 from ops.build import Build
-from ops.environments import PROJECT_ROOT
 from ops.errors import NexusError
 from ops.release import ReleaseOptions
 
@@ -451,12 +450,24 @@ def chaos(c: Context, env: str = "local", scenario: str = "") -> None:
         raise Exit(code=1)
 
 
-@task(help={"check": "show what would be built, build nothing"})
-def build(c: Context, check: bool = False) -> None:
-    """Build a wheel into dist/ and a container context (Dockerfile) for the service."""
-    play = ops.steps.Play("build", ops.steps.StepContext(check=check or _dry(c)))
+@task(
+    help={
+        "env": ENV_HELP,
+        "check": "show what would be built, build nothing",
+        "push": "tag and push the version's image to this registry (host[:port][/path])",
+        "upgrade": "re-lock the service's dependencies at their newest allowed versions",
+    }
+)
+def build(
+    c: Context, env: str = "local", check: bool = False, push: str = "", upgrade: bool = False
+) -> None:
+    """Build the version's artefact: lock, wheel, and the image where it runs in containers."""
+    environment = _env(env)
+    play = ops.steps.Play(
+        f"build {environment.name}", ops.steps.StepContext(check=check or _dry(c))
+    )
     with _errors():
-        for name, step in Build(PROJECT_ROOT).steps():
+        for name, step in Build(environment, push_to=push, upgrade=upgrade).steps():
             play.run(name, step)
     play.recap()
     if play.failed:

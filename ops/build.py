@@ -1,126 +1,117 @@
-"""`invoke build`: a wheel of the project in `dist/` and a container build context for
-the service; the image itself is built only where a Docker engine answers."""
+"""`invoke build`: the artefact of the version today's sources make for an environment
+(the version id deploy computes): the lock, the wheel, and where the environment runs
+the service in containers (or `--push` asks for it) the image; `--push REGISTRY` tags
+and pushes that image. Building the same sources twice changes nothing."""
 
 from __future__ import annotations
 
-import shutil
-import subprocess
-import sys
-from pathlib import Path
+from functools import cached_property
 
-from ops.docker_cli import docker, server_version
-from ops.errors import NexusError
+from ops.artefacts import lock_is_current, make_lock, pins
+from ops.environments import Environment
+from ops.images import (
+    BASE_IMAGE,
+    build_base,
+    build_service_image,
+    image_id,
+    image_size_mb,
+    image_tag,
+    push,
+    require_engine,
+)
+from ops.release import Release
+from ops.stack import Stack
 from ops.steps import Result, StepContext, StepFn
-from service import settings_names as names
-
-BASE_IMAGE = "python:3.11-slim"
-DOCKERFILE = """\
-# The Nexus booking service: a Restate deployment served by granian over HTTP/2 (h2c).
-# Register it with restate-server at http://<this container>:9080.
-FROM {base}
-COPY {wheel} /tmp/
-RUN pip install --no-cache-dir /tmp/{wheel} && rm /tmp/{wheel}
-ENV {gateway_url}=http://payment-gateway:9081 \\
-    {mail_outbox}=/var/lib/nexus/outbox
-EXPOSE 9080
-CMD ["python", "-m", "granian", "--interface", "asginl", "--http", "auto", "--loop", "uvloop", \\
-     "--host", "0.0.0.0", "--port", "9080", "service.app:app"]
-"""
 
 
 class Build:
-    """The build's steps over one project folder."""
+    """The build's steps for one environment."""
 
-    def __init__(
-        self, root: Path, image: str = "nexus-booking-service:latest", base: str = BASE_IMAGE
-    ) -> None:
-        self.root = root
-        self.base = base
-        self.dist = root / "dist"
-        self.context = self.dist / "container"
-        self.image = image
+    def __init__(self, env: Environment, push_to: str = "", upgrade: bool = False) -> None:
+        self.env = env
+        self.push_to = push_to
+        self.upgrade = upgrade
 
-    def wheels(self) -> list[Path]:
-        return sorted(self.dist.glob("nexus_booking-*.whl"))
+    @cached_property
+    def release(self) -> Release:
+        """The environment's release, read after the lock step (the id covers the lock)."""
+        return Stack(self.env).release
+
+    @property
+    def wants_image(self) -> bool:
+        return self.env.service_mode == "container" or bool(self.push_to)
+
+    def lock_step(self, ctx: StepContext) -> Result:
+        """`service/requirements.lock` was made from today's declared dependencies."""
+        package = self.env.root / "service"
+        lock = package / "requirements.lock"
+        if lock_is_current(package) and not self.upgrade:
+            return Result.ok(f"{lock.relative_to(self.env.root)}: {len(pins(lock))} pins, current")
+        if ctx.check:
+            return Result.changed(f"would lock {package / 'pyproject.toml'} with uv")
+        before = pins(lock) if lock.is_file() else {}
+        make_lock(package, upgrade=self.upgrade)
+        after = pins(lock)
+        diff = [
+            f"{name}: {before.get(name, '-')} → {after.get(name, '-')}"
+            for name in sorted(set(before) | set(after))
+            if before.get(name) != after.get(name)
+        ]
+        if not diff:
+            return Result.ok(f"re-locked {lock.name}: the same {len(after)} pins")
+        return Result.changed(f"locked {len(after)} packages into {lock.name}", diff)
 
     def wheel_step(self, ctx: StepContext) -> Result:
-        """A fresh wheel of the project (always rebuilt: the sources may have changed)."""
+        """The version's wheel and lock in `dist/versions/<id>/`, checked to import."""
+        release = self.release
+        artefact = release.artefact
+        if artefact.present():
+            return Result.ok(f"version {release.version}: {artefact.wheel.name} present")
         if ctx.check:
-            return Result.changed(f"would build a wheel into {self.dist}")
-        for old in self.wheels():
-            old.unlink()
-        cmd = [
-            sys.executable,
-            "-m",
-            "pip",
-            "wheel",
-            "--no-deps",
-            "--quiet",
-            "-w",
-            str(self.dist),
-            str(self.root),
-        ]
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=False)
-        if proc.returncode != 0 or not self.wheels():
-            raise NexusError(f"pip wheel failed:\n{proc.stderr[-2000:]}")
-        return Result.changed(f"built {self.wheels()[-1].relative_to(self.root)}")
-
-    def context_step(self, ctx: StepContext) -> Result:
-        """`dist/container/`: the wheel and a Dockerfile that installs and serves it."""
-        wheels = self.wheels()
-        if not wheels:
-            if ctx.check:
-                return Result.changed(f"would write a container context into {self.context}")
-            raise NexusError("no wheel in dist/ to put into the container context")
-        wheel = wheels[-1]
-        wanted = DOCKERFILE.format(
-            wheel=wheel.name,
-            base=self.base,
-            gateway_url=names.GATEWAY_URL,
-            mail_outbox=names.MAIL_OUTBOX,
-        )
-        dockerfile = self.context / "Dockerfile"
-        copied = self.context / wheel.name
-        current = dockerfile.read_text() if dockerfile.is_file() else ""
-        same = current == wanted and copied.is_file() and copied.read_bytes() == wheel.read_bytes()
-        if same:
-            return Result.ok(f"{self.context.relative_to(self.root)} up to date")
-        if ctx.check:
-            return Result.changed(f"would write {dockerfile.relative_to(self.root)}")
-        if self.context.exists():
-            shutil.rmtree(self.context)
-        self.context.mkdir(parents=True)
-        shutil.copy2(wheel, copied)
-        dockerfile.write_text(wanted)
-        return Result.changed(
-            f"wrote {self.context.relative_to(self.root)}/ (Dockerfile, {wheel.name})"
-        )
+            return Result.changed(f"would build the wheel of version {release.version}")
+        built = release.artefacts.build(release.package, release.version, release.build_metadata())
+        return Result.changed(f"built {built.wheel.name} (and its lock) in {built.home}")
 
     def image_step(self, ctx: StepContext) -> Result:
-        """`docker build` of the context, only where a Docker engine answers and holds
-        the base image: the build never pulls (no registry need be reachable)."""
-        if shutil.which("docker") is None:
-            return Result.skipped("no docker client on PATH: image not built")
-        version = server_version()
-        if version is None:
-            return Result.skipped("no Docker engine answers (`docker version`): image not built")
-        if docker("image", "inspect", "--format", "{{.Id}}", self.base).returncode != 0:
-            raise NexusError(
-                f"base image {self.base} is not on this Docker engine ({version}) and"
-                " `invoke build` does not pull it (no image registry need be reachable):"
-                f" `docker pull {self.base}` where a registry answers, or `docker load` a"
-                " saved copy, then build again; the wheel and dist/container/ are ready"
+        """`nexus-booking-service:<id>`, on a base made from Debian's packages when none
+        is there (nothing is pulled)."""
+        if not self.wants_image:
+            return Result.skipped(
+                f"service mode {self.env.service_mode} runs the wheel; no image needed"
+                " (`--push REGISTRY` builds one)"
             )
+        engine = require_engine(f"image {image_tag(self.release.version)}")
+        tag = image_tag(self.release.version)
+        found = image_id(tag)
+        if found is not None:
+            return Result.ok(f"image {tag} present ({found[7:19]}, {image_size_mb(tag):.0f} MB)")
         if ctx.check:
-            return Result.changed(f"would build image {self.image} from {self.base}")
-        proc = docker("build", "--pull=false", "-t", self.image, str(self.context), timeout=900)
-        if proc.returncode != 0:
-            raise NexusError(f"docker build failed:\n{proc.stderr[-2000:]}")
-        return Result.changed(f"built image {self.image}")
+            base = "" if image_id(BASE_IMAGE) else f" (and first the base {BASE_IMAGE})"
+            return Result.changed(f"would build image {tag}{base} on Docker {engine}")
+        done = []
+        if image_id(BASE_IMAGE) is None:
+            build_base()
+            done.append(f"base {BASE_IMAGE} from Debian packages")
+        built, took = build_service_image(self.release.artefacts, self.release.artefact)
+        done.append(f"image {tag} ({built[7:19]}, {image_size_mb(tag):.0f} MB, {took:.1f}s)")
+        return Result.changed("built " + " and ".join(done))
+
+    def push_step(self, ctx: StepContext) -> Result:
+        """The image at `<registry>/nexus-booking-service:<id>`."""
+        if not self.push_to:
+            return Result.skipped("no --push registry given")
+        target = f"{self.push_to.rstrip('/')}/{image_tag(self.release.version)}"
+        if ctx.check:
+            return Result.changed(f"would push {target}")
+        remote, uploaded = push(self.release.version, self.push_to)
+        if not uploaded:
+            return Result.ok(f"{remote}: the registry holds every layer already")
+        return Result.changed(f"pushed {remote}")
 
     def steps(self) -> list[tuple[str, StepFn]]:
         return [
+            ("lock", self.lock_step),
             ("wheel", self.wheel_step),
-            ("context", self.context_step),
             ("image", self.image_step),
+            ("push", self.push_step),
         ]

@@ -27,7 +27,7 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 RESTATE_VERSION = "1.7.12"
 
 Runtime = Literal["binary", "docker", "external", "cluster"]
-ServiceMode = Literal["process", "url", "connect"]
+ServiceMode = Literal["process", "container", "url", "connect"]
 GatewayMode = Literal["mock", "external"]
 PortKind = Literal["ingress", "admin", "node"]
 RUNTIMES: tuple[str, ...] = get_args(Runtime)

@@ -47,16 +47,18 @@ def asgi_spec(
     sources: Path | None = None,
     inputs: str = "",
     env: dict[str, str] | None = None,
+    python: str | None = None,
 ) -> ProcessSpec:
     """An ASGI `app` served by granian at `endpoint` from `root`; new `sources` (or other
-    `inputs`) restart it.
+    `inputs`) restart it. `python` is the interpreter (default: the toolkit's own, which
+    only the toolkit's helpers such as the mock gateway use).
 
     Granian is a supervisor with one worker child; both live in the process group that
     the toolkit signals. Asked to stop, it can wait on Restate's open HTTP/2 streams, so
     it gets 3 s before SIGKILL: safe, since Restate replays whatever was in flight."""
     return ProcessSpec(
         name=name,
-        argv=[sys.executable, "-m", "granian", *GRANIAN, *_bind(endpoint), app],
+        argv=[python or sys.executable, "-m", "granian", *GRANIAN, *_bind(endpoint), app],
         cwd=root,
         ports=[(endpoint.host, endpoint.port)],
         ready=http_ready(f"{endpoint.url}/health"),

@@ -1,16 +1,19 @@
 """The service's side of deploy: versioned instances, registration, smoke call, drain and
 retire (the decisions are `ops.rollout.decide`; this module reads facts and acts).
 
-In process mode each version runs as its own process, `service-<version>-<port>`, from
-its own snapshot of the sources, on a port of the environment's range, and is registered
-as a deployment of its own (`force: false`, metadata: version, commit, environment). The
-previous deployment keeps serving what is pinned to it until nothing unfinished is left;
-then its process stops and its deployment is removed."""
+Each version is an artefact (`ops.artefacts`: a wheel named after the version id and
+the lock of its dependencies; on Docker also an image), built once by the artefact step
+and run by every runtime: in process (and connect) mode as its own process
+`service-<version>-<port>` on the version's own virtualenv, made from that wheel and lock
+(never the toolkit's Python); in container mode as a container of the version's image
+(`ops.service_containers`). Each runs on a port of the environment's range and is
+registered as a deployment of its own (`force: false`, metadata: version, commit,
+environment). The previous deployment keeps serving what is pinned to it until nothing
+unfinished is left; then its process or container stops and its deployment is removed."""
 
 from __future__ import annotations
 
 import re
-import sys
 import time
 import uuid
 from collections.abc import Callable, Mapping
@@ -22,13 +25,16 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from ops.admin import AdminClient, IngressClient, json_of, signature, signature_diff
+from ops.artefacts import Artefact, ArtefactError, Artefacts, venv_matches
 from ops.environments import Endpoint, Environment
 from ops.errors import ApiError, NexusError, NotConverged
 from ops.granian import asgi_spec
+from ops.images import BASE_IMAGE, build_base, build_service_image, image_id, image_tag
 from ops.invocations import pinned_deployment, unfinished_by_deployment
 from ops.processes import ProcessManager, ProcessSpec, port_free
 from ops.rollout import Deployment, Facts, Plan, breaking_changes, decide, newest
 from ops.runtimes import ensure_process
+from ops.service_containers import ServiceContainers
 from ops.steps import Result, Status, StepContext
 from ops.versions import (
     META_COMMIT,
@@ -37,7 +43,6 @@ from ops.versions import (
     Instance,
     git_commit,
     remove_snapshot,
-    snapshot,
     version_id,
 )
 from service import settings_names as names
@@ -109,6 +114,23 @@ class Release:
     def mode(self) -> str:
         return self.env.service_mode
 
+    @cached_property
+    def artefacts(self) -> Artefacts:
+        return Artefacts(self.env.root)
+
+    @property
+    def artefact(self) -> Artefact:
+        """The artefact of the version these sources make."""
+        return self.artefacts.artefact(self.version)
+
+    @cached_property
+    def containers(self) -> ServiceContainers:
+        return ServiceContainers(self.env)
+
+    def venv(self, version: str) -> Path:
+        """Where a version's own virtualenv lives (process and connect modes)."""
+        return self.versions_dir / version / "venv"
+
     @property
     def url(self) -> str:
         """url mode: this version's endpoint (`{version}` filled in)."""
@@ -143,22 +165,31 @@ class Release:
         found = _CONNECT_ADDRESS.findall(text.rsplit("\n--- start ", 1)[-1])
         return found[-1] if found else None
 
+    def instance_settings(self, instance: Instance) -> dict[str, str]:
+        return {**self.settings, names.VERSION: instance.version}
+
     def spec(self, instance: Instance) -> ProcessSpec:
-        """How `instance` runs: from its version's snapshot, never from the working tree."""
+        """How `instance` runs as a process: on its version's own virtualenv (made from
+        the version's wheel and lock), never on the toolkit's Python or working tree."""
         home = self.versions_dir / instance.version
-        env = {
-            **self.settings,
-            names.VERSION: instance.version,
-            "PYTHONPATH": str(home),
-        }
+        python = self.venv(instance.version) / "bin" / "python"
+        env = self.instance_settings(instance)
         if instance.port is None:
-            return self._connect_spec(instance, home, env)
+            return self._connect_spec(instance, home, python, env)
         endpoint = Endpoint(f"http://{self.env.service.host}:{instance.port}")
         return asgi_spec(
-            instance.name, "service.app:app", endpoint, home, inputs=instance.version, env=env
+            instance.name,
+            "service.app:app",
+            endpoint,
+            home,
+            inputs=instance.version,
+            env=env,
+            python=str(python),
         )
 
-    def _connect_spec(self, instance: Instance, home: Path, env: dict[str, str]) -> ProcessSpec:
+    def _connect_spec(
+        self, instance: Instance, home: Path, python: Path, env: dict[str, str]
+    ) -> ProcessSpec:
         """`python -m restate connect`: an outbound tunnel to Restate Cloud, no port; ready
         once the SDK reports its handshake with the address to register."""
         key_var = self.env.settings.service.connect_key_env
@@ -166,7 +197,7 @@ class Release:
         name = self.connect_name(instance)
         return ProcessSpec(
             name=instance.name,
-            argv=[sys.executable, "-m", "restate", "connect", "service.app:app", "--name", name],
+            argv=[str(python), "-m", "restate", "connect", "service.app:app", "--name", name],
             cwd=home,
             ports=[],
             ready=lambda: self.connect_address(instance) is not None,
@@ -178,10 +209,89 @@ class Release:
         )
 
     def instances(self) -> tuple[frozenset[Instance], frozenset[Instance]]:
-        """(alive, known): the instances with a PID file, and those whose process runs."""
+        """(alive, known): the instances whose process runs (or container), and those
+        with a PID file (or a container, running or not)."""
+        if self.mode == "container":
+            found = self.containers.known()
+            known = {i for i in map(Instance.parse, found) if i is not None}
+            alive = {i for i in known if found[i.name].running}
+            return frozenset(alive), frozenset(known)
         known = {i for i in map(Instance.parse, self.procs.known()) if i is not None}
         alive = {i for i in known if self.procs.info(i.name).alive}
         return frozenset(alive), frozenset(known)
+
+    # --- running an instance (process or container) ----------------------------------
+
+    def ensure_instance(self, instance: Instance, ctx: StepContext) -> Result:
+        """`instance` runs its version's artefact: ok, or (re)started → changed."""
+        if self.mode == "container":
+            return self.containers.ensure(instance, self.instance_settings(instance), ctx.check)
+        if ctx.check and not venv_matches(self.venv(instance.version), self._artefact_of(instance)):
+            return Result.changed(
+                f"would make the virtualenv of version {instance.version} and start"
+                f" {instance.name}",
+                [f"{instance.name}: stopped → running"],
+            )
+        self._ensure_venv(instance)
+        return ensure_process(self.procs, self.spec(instance), ctx)
+
+    def _artefact_of(self, instance: Instance) -> Artefact:
+        return self.artefacts.artefact(instance.version)
+
+    def _ensure_venv(self, instance: Instance) -> None:
+        """The version's virtualenv exists; made from its artefact when it does not. A
+        venv made once is kept as it is (it is what that version runs, whatever the
+        toolkit's own venv holds later)."""
+        venv = self.venv(instance.version)
+        if (venv / "bin" / "python").exists() and (venv / "nexus-artefact.json").is_file():
+            return
+        artefact = self._artefact_of(instance)
+        if not artefact.present():
+            raise ArtefactError(self._missing(instance, f"its artefact {artefact.home}"))
+        self.artefacts.make_venv(artefact, venv)
+
+    def _missing(self, instance: Instance, what: str) -> str:
+        if instance.version == self.version:
+            return (
+                f"version {instance.version}: {what} is missing:"
+                f" `invoke build --env {self.env.name}` makes it"
+            )
+        return (
+            f"{instance.name} must run to drain its invocations, but {what} is gone"
+            f" (and so is {self.venv(instance.version)}): rebuild it from the commit that"
+            f" deployed version {instance.version} (`invoke build --env {self.env.name}`"
+            " there), or cancel its work (`invoke invocations`, `invoke cancel`);"
+            " nothing else was changed"
+        )
+
+    def instance_alive(self, name: str) -> bool:
+        if self.mode == "container":
+            return self.containers.running(name)
+        return self.procs.info(name).alive
+
+    def stop_instance(self, name: str) -> None:
+        if self.mode == "container":
+            self.containers.stop(name)
+        else:
+            self.procs.stop(name)
+
+    def kill_instance(self, name: str) -> str | None:
+        """SIGKILL an instance (fault injection): what was killed, or None."""
+        if self.mode == "container":
+            return self.containers.kill(name)
+        pid = self.procs.kill(name)
+        return None if pid is None else f"pid {pid}"
+
+    def describe_instance(self, name: str) -> dict[str, Any]:
+        """pid, running, and in container mode the container id and image."""
+        if self.mode == "container":
+            return self.containers.describe(name)
+        info = self.procs.info(name)
+        return {"pid": info.pid, "running": info.alive, "python": str(self.spec_python(name))}
+
+    def spec_python(self, name: str) -> Path | None:
+        instance = Instance.parse(name)
+        return None if instance is None else self.venv(instance.version) / "bin" / "python"
 
     def active_instance(self) -> Instance | None:
         """The instance behind the newest deployment (where new invocations go)."""
@@ -256,7 +366,7 @@ class Release:
         """What runs and what is registered (`registered=False`: skip the admin API)."""
         alive, known = self.instances()
         host = self.env.service.host
-        ports = [] if self.mode != "process" else self.env.service_ports
+        ports = self.env.service_ports if self.mode in ("process", "container") else []
         free = [p for p in ports if port_free(host, p)]
         return Facts(
             version=self.version,
@@ -272,6 +382,40 @@ class Release:
         return decide(self.facts(registered))
 
     # --- steps -----------------------------------------------------------------------
+
+    def artefact_step(self, ctx: StepContext) -> Result:
+        """The version's artefact exists (wheel and lock; in container mode its image):
+        ok; otherwise build it → changed. Deploy runs what this step finds or makes."""
+        if self.mode == "url":
+            return Result.skipped(f"service hosted at {self.url}: `invoke build --push` ships it")
+        artefact = self.artefact
+        done: list[str] = []
+        if not artefact.present():
+            if ctx.check:
+                return Result.changed(f"would build version {self.version}'s wheel and lock")
+            self.artefacts.build(self.package, self.version, self.build_metadata())
+            done.append(f"built {artefact.wheel.name}")
+        if self.mode == "container":
+            tag = image_tag(self.version)
+            if image_id(tag) is None:
+                if ctx.check:
+                    return Result.changed(f"would build image {tag}")
+                if image_id(BASE_IMAGE) is None:
+                    build_base()
+                    done.append(f"built base image {BASE_IMAGE}")
+                built, took = build_service_image(self.artefacts, artefact)
+                done.append(f"built image {tag} ({built[7:19]}, {took:.1f}s)")
+        if done:
+            return Result.changed(f"version {self.version}: " + "; ".join(done))
+        image = f", image {image_tag(self.version)}" if self.mode == "container" else ""
+        return Result.ok(f"version {self.version}: {artefact.wheel.name}{image} present")
+
+    def build_metadata(self) -> dict[str, str]:
+        meta = {"env": self.env.name}
+        commit = git_commit(self.env.root)
+        if commit:
+            meta["commit"] = commit
+        return meta
 
     def service_step(self, ctx: StepContext) -> Result:
         """The wanted version runs (a new instance beside the old ones when it changed);
@@ -290,11 +434,11 @@ class Release:
         lines: list[str] = []
         done: list[str] = []
         for instance in plan.restart:
-            self._require_snapshot(instance)
+            self._require_artefact(instance)
             if ctx.check:
                 done.append(f"would restart {instance.name} (it must run to drain or serve)")
                 continue
-            result = ensure_process(self.procs, self.spec(instance), ctx)
+            result = self.ensure_instance(instance, ctx)
             done.append(result.message)
             lines += result.diff
         if plan.start is not None:
@@ -304,27 +448,30 @@ class Release:
                 done.append(f"would start version {new.version} as {new.name}{was}")
                 lines.append(f"{new.name}: stopped → running")
             else:
-                snapshot(self.package, self.versions_dir, new.version)
-                result = ensure_process(self.procs, self.spec(new), ctx)
+                result = self.ensure_instance(new, ctx)
                 done.append(f"started version {new.version} as {new.name}{was}")
                 lines += result.diff
         if done:
             return Result.changed("; ".join(done), lines)
         active = plan.active
         if active is not None and active.instance is not None:
-            current = ensure_process(self.procs, self.spec(active.instance), ctx)
+            current = self.ensure_instance(active.instance, ctx)
             if current.status is not Status.OK:  # same version, other settings: same code
                 return current
             return Result.ok(f"version {self.version}: {current.message}")
         return Result.ok(f"version {self.version} running")
 
-    def _require_snapshot(self, instance: Instance) -> None:
-        if instance.version == self.version:
-            snapshot(self.package, self.versions_dir, instance.version)
-        elif not (self.versions_dir / instance.version / "service").is_dir():
-            raise NexusError(
-                f"{instance.name} must run to drain its invocations, but the sources of"
-                f" version {instance.version} are gone from {self.versions_dir}"
+    def _require_artefact(self, instance: Instance) -> None:
+        """What a stopped instance needs to run again is there: its image (container
+        mode), or its virtualenv or the artefact to make it from (process modes)."""
+        if self.mode == "container":
+            if image_id(image_tag(instance.version)) is None:
+                raise ArtefactError(self._missing(instance, f"image {image_tag(instance.version)}"))
+            return
+        venv = self.venv(instance.version)
+        if not (venv / "bin" / "python").exists() and not self._artefact_of(instance).present():
+            raise ArtefactError(
+                self._missing(instance, f"its artefact {self._artefact_of(instance).home}")
             )
 
     def registration_step(self, ctx: StepContext) -> Result:
@@ -361,7 +508,7 @@ class Release:
         breaking = breaking_changes(before, offered)
         if breaking and not self.options.allow_breaking:
             if instance is not None and not ctx.check:
-                self.procs.stop(instance.name)  # refused: leave nothing of it running
+                self.stop_instance(instance.name)  # refused: leave nothing of it running
                 remove_snapshot(self.versions_dir, instance.version)
             raise NexusError(
                 f"version {self.version} is not compatible with the active one"
@@ -452,7 +599,9 @@ class Release:
                 if dep.instance
                 else (LEGACY_SERVICE if self.mode == "process" and dep.version is None else None)
             )
-            if name is not None:
+            if name is not None and dep.instance is not None:
+                self.stop_instance(name)
+            elif name is not None:
                 self.procs.stop(name)
             self.admin.delete_deployment(dep.id)
             if dep.version and dep.version != self.version:
@@ -464,7 +613,7 @@ class Release:
             if ctx.check:
                 done.append(f"would stop {instance.name} (no deployment uses it)")
                 continue
-            self.procs.stop(instance.name)
+            self.stop_instance(instance.name)
             done.append(f"stopped {instance.name} (no deployment uses it)")
         if not ctx.check and plan.retire:
             left = {d.id for d in self.deployments()} & {d.id for d in plan.retire}
@@ -487,7 +636,7 @@ class Release:
         rows: list[dict[str, Any]] = []
         for i, dep in enumerate(deployments):
             state = "active" if i == 0 else "draining" if dep.unfinished else "drained"
-            info = self.procs.info(dep.instance.name) if dep.instance is not None else None
+            info = self.describe_instance(dep.instance.name) if dep.instance else None
             rows.append(
                 {
                     "version": dep.version,
@@ -497,8 +646,14 @@ class Release:
                     "unfinished": dep.unfinished,
                     "oldest_s": None if dep.oldest_s is None else round(dep.oldest_s, 1),
                     "process": dep.instance.name if dep.instance is not None else None,
-                    "pid": info.pid if info is not None else None,
-                    "running": info.alive if info is not None else None,
+                    "pid": info["pid"] if info is not None else None,
+                    "running": info["running"] if info is not None else None,
+                    **(
+                        {"container": info["container"], "image": info["image"]}
+                        if info is not None and "container" in info
+                        else {}
+                    ),
+                    **({"python": info["python"]} if info and "python" in info else {}),
                 }
             )
         return rows
@@ -519,6 +674,8 @@ def version_lines(rows: list[dict[str, Any]], wanted: str) -> list[str]:
         if row["process"] is not None:
             alive = "running" if row["running"] else "STOPPED"
             proc = f"  {row['process']} {alive} pid {row['pid']}"
+            if row.get("container"):
+                proc += f" container {row['container']} image {row['image']}"
         lines.append(
             f"  {row['version'] or 'unversioned':<10} {row['deployment']}  {row['uri']}"
             f"{proc}  {state}"

@@ -167,6 +167,7 @@ class Stack:
             *signing,
             *self.runtime.deploy_steps(),
             ("gateway", self.gateway_step),
+            ("artefact", self.release.artefact_step),
             ("service", self.release.service_step),
             ("registration", self.release.registration_step),
             ("smoke", self.release.smoke_step),
@@ -174,16 +175,35 @@ class Stack:
         ]
 
     def down_steps(self, purge: bool) -> list[tuple[str, StepFn]]:
+        containers = self.release.containers.known() if self.env.service_mode == "container" else {}
+        steps_c = [(n, self._container_stop_step(n)) for n in sorted(containers)]
         known = self.procs.known()
         versions = [n for n in known if Instance.parse(n) is not None or n == SERVICE]
         extra = [n for n in known if n not in (*versions, GATEWAY, *self.runtime.processes())]
         steps: list[tuple[str, StepFn]] = [(n, stop_step(self.procs, n)) for n in extra]
         steps += [(n, stop_step(self.procs, n)) for n in versions]
+        steps += steps_c
         steps.append(("gateway", stop_step(self.procs, GATEWAY)))
         steps += self.runtime.down_steps(purge)
         if purge:
             steps.append(("purge", self.purge_step))
         return steps
+
+    def _container_stop_step(self, name: str) -> StepFn:
+        """A down step: stop and remove one version's container."""
+
+        def step(ctx: StepContext) -> Result:
+            what = self.release.containers.describe(name)
+            if what["container"] is None:
+                return Result.ok(f"{name} has no container")
+            if ctx.check:
+                return Result.changed(f"would remove container {what['container']} of {name}")
+            self.release.containers.stop(name)
+            return Result.changed(
+                f"removed container {what['container']} of {name}", [f"{name}: running → removed"]
+            )
+
+        return step
 
     def purge_step(self, ctx: StepContext) -> Result:
         state = self.env.state_dir

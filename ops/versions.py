@@ -15,7 +15,6 @@ import subprocess
 import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
-from importlib import metadata
 from pathlib import Path
 
 # Deployment metadata keys the toolkit writes (and reads back to know its own versions).
@@ -28,28 +27,32 @@ SERVICE_PREFIX = "service-"
 _INSTANCE = re.compile(rf"^{SERVICE_PREFIX}([0-9a-f]{{{VERSION_LENGTH}}})-(\d+|connect)$")
 
 
+# Besides its Python sources, what a version is made of: its distribution's declaration
+# and the lock of its exact dependencies (a changed pin is a new version).
+BUILD_FILES = ("pyproject.toml", "requirements.lock")
+
+
 def _source_files(package: Path) -> list[Path]:
     return sorted(p for p in package.rglob("*.py") if "__pycache__" not in p.parts)
 
 
+def version_files(package: Path) -> list[Path]:
+    """Every file a version id covers: the sources, the pyproject and the lock."""
+    extra = [package / name for name in BUILD_FILES if (package / name).is_file()]
+    return sorted([*_source_files(package), *extra])
+
+
 def version_id(package: Path, settings: Mapping[str, str]) -> str:
-    """A short, stable id of what a service process would run: every source file of
-    `package` (path and bytes), the settings it is given, and the Restate SDK's version."""
+    """A short, stable id of what a service version would run: every source file of
+    `package`, its pyproject and lock (path and bytes; the lock pins the Restate SDK and
+    every other dependency), and the settings it is given."""
     digest = hashlib.sha256()
-    for file in _source_files(package):
+    for file in version_files(package):
         digest.update(file.relative_to(package.parent).as_posix().encode() + b"\0")
         digest.update(file.read_bytes() + b"\0")
     for key, value in sorted(settings.items()):
         digest.update(f"{key}={value}\0".encode())
-    digest.update(f"restate-sdk={_sdk_version()}".encode())
     return digest.hexdigest()[:VERSION_LENGTH]
-
-
-def _sdk_version() -> str:
-    try:
-        return metadata.version("restate-sdk")
-    except metadata.PackageNotFoundError:
-        return "unknown"
 
 
 def snapshot(package: Path, versions_dir: Path, version: str) -> Path:

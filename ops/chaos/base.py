@@ -176,8 +176,12 @@ def require_process(cx: ChaosContext, name: str) -> None:
     if name == SERVICE:
         if env.runtime == "external":
             raise Skip("the server is external: killing the service here proves nothing local")
-        if env.service_mode != "process":
+        if env.service_mode not in ("process", "container"):
             raise Skip(f"the toolkit does not run the service (mode {env.service_mode!r})")
+    if name == SERVICE and env.service_mode == "container":
+        if not cx.stack.release.instance_alive(process_name(cx, name)):
+            raise Skip(f"the service's container is not running: deploy {env.name} first")
+        return
     try:
         info = cx.stack.procs.info(process_name(cx, name))
     except NexusError as exc:
@@ -208,14 +212,16 @@ def restart(cx: ChaosContext, name: str) -> float:
         runtime.server(StepContext())  # recreates the killed container on the same data
         return time.monotonic() - started
     procs = cx.stack.procs
+    if name == SERVICE:  # a process on its version's venv, or its container
+        release = cx.stack.release
+        instance = cx.stack.service_instance()
+        release.stop_instance(instance.name)  # reaps it, waits for its ports
+        release.ensure_instance(instance, StepContext())
+        return time.monotonic() - started
     procs.stop(process_name(cx, name))  # reaps it, waits for its ports, drops the stale PID file
-    if name == SERVER:
-        if not isinstance(runtime, BinaryRuntime):
-            raise NexusError(f"cannot restart restate-server of runtime {cx.env.runtime}")
-        spec = runtime.spec()
-    else:
-        spec = cx.stack.service_spec()
-    ensure_process(procs, spec, StepContext())
+    if not isinstance(runtime, BinaryRuntime):
+        raise NexusError(f"cannot restart restate-server of runtime {cx.env.runtime}")
+    ensure_process(procs, runtime.spec(), StepContext())
     return time.monotonic() - started
 
 
@@ -233,6 +239,9 @@ def ensure_running(cx: ChaosContext, name: str) -> None:
     runtime = cx.stack.runtime
     if name == SERVER and isinstance(runtime, DockerRuntime):
         if not runtime.running():
+            restart(cx, name)
+    elif name == SERVICE:
+        if not cx.stack.release.instance_alive(process_name(cx, name)):
             restart(cx, name)
     elif not cx.stack.procs.info(process_name(cx, name)).alive:
         restart(cx, name)

@@ -58,7 +58,7 @@ def service_crash(cx: ChaosContext) -> str:
             in_flight = gw.attempts() - before
             expect(in_flight > 0, "no charge reached the gateway within 15 s")
             killed_at = time.monotonic()
-            pid = cx.stack.procs.kill(process_name(cx, SERVICE))
+            pid = cx.stack.release.kill_instance(process_name(cx, SERVICE))
             expect(pid is not None, "the service was not running")
             back = restart(cx, SERVICE)
             gw.configure(latency_ms=0)
@@ -86,7 +86,7 @@ def service_crash(cx: ChaosContext) -> str:
     figures = expect_audit(cx, f"{cx.prefix}svc-crash")
     note = "" if reached else " (not all were in flight)"
     return (
-        f"killed service pid {pid} with {in_flight}/{len(seats)} charges in flight{note};"
+        f"killed service ({pid}) with {in_flight}/{len(seats)} charges in flight{note};"
         f" back in {back:.1f}s; {len(seats)}/{len(seats)} bookings 200,"
         f" {len(seats)} charges and {sum(mails.values())} mails (1 each,"
         f" {replayed} gateway attempts); recovered {recovered:.1f}s after the kill; {figures}"

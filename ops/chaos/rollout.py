@@ -74,8 +74,10 @@ def variant_sources(root: Path, into: Path) -> Path:
 def rollout(cx: ChaosContext, *, in_place: bool = False) -> str:
     """Deploy a journal-changing version with checkouts in flight, then roll back."""
     env = cx.env
-    if env.service_mode != "process" or env.runtime == "external":
+    if env.service_mode not in ("process", "container") or env.runtime == "external":
         raise Skip(f"needs a service the toolkit runs (mode process, here {env.service_mode})")
+    if in_place and env.service_mode != "process":
+        raise Skip("the in-place swap runs other sources under a process: mode process only")
     require_mock_gateway(cx)
     release = cx.stack.release
     old = newest(release.deployments())
@@ -223,7 +225,7 @@ def _retired(cx: ChaosContext, old_id: str, old_process: str, variant: Path) -> 
     _deploy(cx, ReleaseOptions(sources=variant, drain_timeout=DRAIN_TIMEOUT_S), "same version")
     ids = {d.id for d in cx.stack.release.deployments()}
     expect(old_id not in ids, f"{old_id} still registered after draining")
-    expect(not cx.stack.procs.info(old_process).alive, f"{old_process} still runs")
+    expect(not cx.stack.release.instance_alive(old_process), f"{old_process} still runs")
     took = time.monotonic() - started
     return f"old version retired {took:.1f}s later (process stopped, deployment removed)"
 

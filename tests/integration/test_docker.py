@@ -13,13 +13,13 @@ from pathlib import Path
 import pytest
 
 from ops import environments, scenarios
-from ops.build import Build
 from ops.chaos import run_chaos
 from ops.engine import IMAGE, build_image, image_present, restate_binary, server_version
 from ops.environments import PROJECT_ROOT, Environment
 from ops.errors import NexusError
 from ops.processes import free_port
 from ops.runtimes import DockerRuntime
+from ops.service_containers import ServiceContainers
 from ops.stack import Stack, deploy, down, status_lines
 from ops.steps import StepContext
 from tests.conftest import env_toml
@@ -52,7 +52,9 @@ def docker_env(engine: str, tmp_path: Path) -> Iterator[DockerEnv]:
         file = tmp_path / f"{name}.toml"
         text = env_toml(tmp_path / f"state-{name}", **kwargs)  # type: ignore[arg-type]
         file.write_text(
-            text.replace('runtime = "binary"', f'runtime = "docker"\nimage = "{IMAGE}"')
+            text.replace('runtime = "binary"', f'runtime = "docker"\nimage = "{IMAGE}"').replace(
+                'mode = "process"', 'mode = "container"'
+            )
         )
         env = environments.load(str(file), root=PROJECT_ROOT)
         made.append(env)
@@ -166,18 +168,16 @@ def test_server_crash_chaos_kills_the_container_under_load(docker_env: DockerEnv
 
 
 def test_rollout_on_the_docker_runtime(docker_env: DockerEnv) -> None:
-    """Versions run on the host beside each other; the containerised server reaches each
-    of them (host networking) and drains the old one."""
+    """Versions run as containers beside each other, one image each; the containerised
+    server reaches each of them (host networking) and drains the old one."""
     env = docker_env("rollout")
     deployed(env)
     out = io.StringIO()
+    first = set(ServiceContainers(env).known())
     outcomes = run_chaos(env, "rollout", out=out)
     assert outcomes[0].status == "passed", out.getvalue()
     assert "0 journal mismatches" in outcomes[0].detail
-
-
-def test_build_says_the_base_image_is_absent_and_pulls_nothing(engine: str) -> None:
-    build = Build(PROJECT_ROOT, base="nexus-local/absent-base:never")
-    with pytest.raises(NexusError, match="is not on this Docker engine") as failure:
-        build.image_step(StepContext())
-    assert "does not pull it" in failure.value.message
+    left = ServiceContainers(env).known()
+    # The variant's container was retired once drained; the rollback's version remains.
+    assert [n.split("-")[1] for n in left] == [n.split("-")[1] for n in first]
+    assert all(c.running for c in left.values())

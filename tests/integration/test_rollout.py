@@ -22,7 +22,7 @@ from ops.granian import asgi_spec
 from ops.processes import ProcessManager, free_port
 from ops.release import ReleaseOptions
 from ops.stack import Stack, deploy, down
-from ops.steps import Status
+from ops.steps import Status, StepContext
 from service import settings_names as names
 from tests.conftest import EnvFactory, env_toml, run_invoke
 from tests.integration.inflight import checkout_in_flight
@@ -139,8 +139,10 @@ def test_status_shows_a_version_draining_while_its_checkout_runs(
     try:
         assert not deploy(env, out=io.StringIO()).failed
         first = stack.version
-        with checkout_in_flight(stack, "drain:A1", "dora", charge_ms=4000) as answer:
-            variant = ReleaseOptions(sources=variant_sources(PROJECT_ROOT, tmp_path))
+        variant = ReleaseOptions(sources=variant_sources(PROJECT_ROOT, tmp_path))
+        built = Stack(env, variant).release.artefact_step(StepContext())  # build, then deploy
+        assert built.status is Status.CHANGED, built.message
+        with checkout_in_flight(stack, "drain:A1", "dora", charge_ms=8000) as answer:
             out = io.StringIO()
             play = deploy(env, out=out, options=variant)
             assert not play.failed, out.getvalue()

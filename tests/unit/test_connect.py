@@ -91,8 +91,8 @@ def test_connect_mode_runs_restate_connect_with_the_key_only_in_secret_env(
     stack = Stack(env)
     spec = tunnel(env)
     assert spec.name == f"service-{stack.version}-connect"
-    assert list(spec.argv) == [
-        sys.executable,
+    assert list(spec.argv) == [  # on the version's own venv, never the toolkit's Python
+        str(env.state_dir / "versions" / stack.version / "venv" / "bin" / "python"),
         "-m",
         "restate",
         "connect",

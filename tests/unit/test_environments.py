@@ -501,7 +501,7 @@ def test_project_environments_load_unchanged(name: str) -> None:
     env = load(name)
     expected = {
         "local": ("binary", 1, "process", "mock"),
-        "docker": ("docker", 1, "process", "mock"),
+        "docker": ("docker", 1, "container", "mock"),
         "cluster": ("cluster", 4, "process", "mock"),
         "cloud": ("external", 4, "url", "external"),
     }[name]

@@ -1,5 +1,6 @@
 """The toolkit-service contract: the NEXUS_* variables are named once, in
-service/settings_names.py, and the service, the stack and the Dockerfile all use them."""
+service/settings_names.py; the service and the stack use them, the image bakes none in
+and the service's containers are given exactly the stack's."""
 
 from __future__ import annotations
 
@@ -7,8 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from ops.build import DOCKERFILE
+from ops.images import DOCKERFILE
+from ops.service_containers import ServiceContainers
 from ops.stack import Stack
+from ops.versions import Instance
 from service import settings_names as names
 from service.config import Settings
 from tests.unit.test_chaos import LOCAL, env_from
@@ -41,17 +44,16 @@ def test_settings_read_every_name_from_the_mapping_given() -> None:
         Settings.from_env({names.HOLD_SECONDS: "soon"})
 
 
-def test_stack_and_dockerfile_use_only_the_named_variables(tmp_path: Path) -> None:
+def test_stack_and_containers_use_only_the_named_variables(tmp_path: Path) -> None:
     text = LOCAL.format(service="hold_seconds = 30", gateway="mock", state=tmp_path / "s")
-    service_env = Stack(env_from(tmp_path, text)).service_env()
+    env = env_from(tmp_path, text)
+    service_env = Stack(env).service_env()
     assert set(service_env) <= NAMES
     assert service_env[names.HOLD_SECONDS] == "30"
-    dockerfile = DOCKERFILE.format(
-        wheel="w.whl",
-        base="python:3.11-slim",
-        gateway_url=names.GATEWAY_URL,
-        mail_outbox=names.MAIL_OUTBOX,
-    )
-    assert f"ENV {names.GATEWAY_URL}=http://payment-gateway:9081" in dockerfile
-    assert f"{names.MAIL_OUTBOX}=/var/lib/nexus/outbox" in dockerfile
+    argv = ServiceContainers(env).argv(Instance("0123456789", 9999), "img:tag", service_env)
+    given = {argv[i + 1].split("=", 1)[0] for i, a in enumerate(argv) if a == "-e"}
+    assert given == set(service_env)
+    outbox = service_env[names.MAIL_OUTBOX]
+    assert f"{outbox}:{outbox}" in argv  # the same path inside: the same settings
+    assert "NEXUS_" not in DOCKERFILE  # a version's settings are given at run time
     assert all(name.startswith("NEXUS_") for name in NAMES) and len(NAMES) == 8
