@@ -107,6 +107,11 @@ class ServiceContainers:
         otherwise (re)create it and wait until it answers → changed."""
         tag = image_tag(instance.version)
         wanted_image = image_id(tag)
+        if wanted_image is None and check:
+            return Result.changed(
+                f"would start {instance.name} from {tag} once it is built",
+                [f"{instance.name}: stopped → running"],
+            )
         if wanted_image is None:
             raise ContainerError(
                 f"image {tag} of version {instance.version} is not on the engine:"
