@@ -30,6 +30,7 @@ from ops.cluster import ClusterRuntime, Node, node_config
 from ops.cluster_members import load_members, save_members
 from ops.environments import Environment
 from ops.errors import ApiError, NexusError, NotConverged
+from ops.object_store import STORE
 from ops.processes import ProcessManager, http_ready
 from ops.runtimes import wait_until
 from ops.snapshots import (
@@ -96,12 +97,21 @@ def plan(env: Environment, node: str) -> Replacement:
             f'{env.name} has no snapshot store ([snapshots] store = "off"): a new node'
             " could only replay the whole log, which Restate trims; turn snapshots on first"
         )
+    if not procs.info(STORE).alive:
+        raise ReplaceRefused(f"the snapshot store of {env.name} is not running (`invoke deploy`)")
+    missing = missing_partitions(runtime)
+    if missing:
+        raise ReplaceRefused(
+            f"no snapshot yet of partition(s) {', '.join(map(str, missing))} in"
+            f" {runtime.store.destination}: a new node bootstraps from them; take one with"
+            f" `invoke snapshot --env {env.name}`"
+        )
     info = procs.info(old.process)
     data = env.state_dir / "data" / old.name
     if info.alive:
         raise ReplaceRefused(
-            f"{old.name} is running (pid {info.pid}) with its data in {data}: only a node whose"
-            " data directory is lost is replaced; stop it and lose its disk first, or leave it"
+            f"{old.name} is still running (pid {info.pid}) on its data in {data}: replace-node"
+            " is for a node whose data directory is lost, and this one has not lost it"
         )
     if data.is_dir() and any(data.iterdir()):
         raise ReplaceRefused(
@@ -113,15 +123,6 @@ def plan(env: Environment, node: str) -> Replacement:
         raise ReplaceRefused(
             f"{', '.join(down)} not running: replacing {old.name} needs every other node up"
             " (metadata quorum and the log's replicas)"
-        )
-    if not procs.info("snapshot-store").alive:
-        raise ReplaceRefused(f"the snapshot store of {env.name} is not running (`invoke deploy`)")
-    missing = missing_partitions(runtime)
-    if missing:
-        raise ReplaceRefused(
-            f"no snapshot yet of partition(s) {', '.join(map(str, missing))} in"
-            f" {runtime.store.destination}: take one with `invoke snapshot --env {env.name}`"
-            " while the cluster is whole"
         )
     members = load_members(env.state_dir).replaced(old.index, len(runtime.nodes))
     new = Node(old.index, old.host, old.ingress_port, old.admin_port, old.node_port,

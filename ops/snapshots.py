@@ -15,7 +15,7 @@ from typing import Any
 
 from ops.cluster import ClusterRuntime
 from ops.errors import NexusError, RuntimeUnavailable
-from ops.object_store import SnapshotInfo
+from ops.object_store import STORE, SnapshotInfo
 from ops.steps import Result, StepContext
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
@@ -78,10 +78,9 @@ def snapshot_step(runtime: ClusterRuntime) -> Any:
         if not store.enabled:
             raise NexusError(f"environment {runtime.env.name} has no snapshot store"
                              ' ([snapshots] store = "off")')  # fmt: skip
-        for node in runtime.nodes:
-            if not runtime.procs.info(node.process).alive:
-                raise NexusError(f"{node.name} is not running: the cluster must be up to"
-                                 " take snapshots (`invoke deploy`)")  # fmt: skip
+        if not runtime.procs.info(STORE).alive:
+            raise NexusError(f"the snapshot store of {runtime.env.name} is not running"
+                             " (`invoke deploy`)")  # fmt: skip
         if ctx.check:
             parts = runtime.env.settings.restate.partitions
             return Result.changed(f"would snapshot {parts} partitions to {store.destination}")
@@ -105,7 +104,7 @@ def status_lines(runtime: ClusterRuntime) -> list[str]:
     if not store.enabled:
         return ["  snapshots: off"]
     lines = [f"  snapshots: {store.destination} at {store.endpoint.url}"]
-    if not runtime.procs.info("snapshot-store").alive:
+    if not runtime.procs.info(STORE).alive:
         return [*lines, "    store not running"]
     try:
         latest = store.latest_snapshots()
