@@ -300,7 +300,7 @@ def purge(
         "json": JSON_HELP,
     }
 )
-def snapshot(c: Context, env: str = "cluster", check: bool = False, json: bool = False) -> None:
+def snapshot(c: Context, env: str = "local", check: bool = False, json: bool = False) -> None:
     """Snapshot every partition of a cluster to its object store now."""
     environment = _env(env)
     with _errors(), ops.steps.output(json=json, redact=_secret_values(environment)):
@@ -320,7 +320,7 @@ def snapshot(c: Context, env: str = "cluster", check: bool = False, json: bool =
     },
 )
 def replace_node(
-    c: Context, env: str = "cluster", node: str = "", check: bool = False, json: bool = False
+    c: Context, env: str = "local", node: str = "", check: bool = False, json: bool = False
 ) -> None:
     """Replace a cluster node whose data directory is lost by a new node (new name and
     id) that bootstraps from the partition snapshots and the log; retire the old one."""
