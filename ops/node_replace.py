@@ -188,7 +188,8 @@ def _record_member(job: Replacement, ctx: StepContext) -> Result:
     job.runtime.nodes[new.index - 1] = new
     config = job.runtime.config_file(new)
     config.write_text(node_config(env, new, job.runtime.nodes))
-    job.runtime.config_file(job.old).unlink(missing_ok=True)
+    if job.runtime.config_file(job.old) != config:
+        job.runtime.config_file(job.old).unlink(missing_ok=True)
     (env.state_dir / "data" / new.name).mkdir(parents=True, exist_ok=True)
     return Result.changed(f"slot {new.index} is {job.new_label} (was {job.old_label})")
 
