@@ -15,6 +15,7 @@ from ops.cluster_members import Member, load_members
 from ops.environments import Environment
 from ops.errors import NexusError, ProcessError, RuntimeUnavailable
 from ops.object_store import STORE, ObjectStore, snapshot_config
+from ops.object_store import status_lines as snapshot_status
 from ops.processes import ProcessManager, ProcessSpec, http_ready
 from ops.runtimes import BinaryRuntime, npm_install, stop_step, unified, wait_until
 from ops.server_config import Membership, ServerNode, restate_config
@@ -283,6 +284,4 @@ class ClusterRuntime:
         leaders = self.partition_leaders() if self.restatectl.is_file() else {}
         led = ", ".join(f"p{p}→{n}" for p, n in sorted(leaders.items())) or "unknown"
         lines.append(f"  partition leaders: {led}")
-        from ops.snapshots import status_lines  # it builds on this module
-
-        return [*lines, *status_lines(self)]
+        return [*lines, *snapshot_status(self.store, self.env.settings.restate.partitions)]

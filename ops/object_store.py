@@ -21,7 +21,7 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from ops.environments import Endpoint, Environment
-from ops.errors import ApiError, RuntimeUnavailable
+from ops.errors import ApiError, NexusError, RuntimeUnavailable
 from ops.processes import ProcessManager, ProcessSpec, http_ready
 from ops.runtimes import ensure_process
 from ops.steps import Result, Status, StepContext
@@ -221,3 +221,26 @@ class ObjectStore:
                 node=str(doc.get("node_name", "")),
             )
         return latest
+
+
+def status_lines(store: ObjectStore, partitions: int) -> list[str]:
+    """The snapshot destination and, per partition, its latest snapshot."""
+    if not store.enabled:
+        return ["  snapshots: off"]
+    lines = [f"  snapshots: {store.destination} at {store.endpoint.url}"]
+    if not store.procs.info(STORE).alive:
+        return [*lines, "    store not running"]
+    try:
+        latest = store.latest_snapshots()
+    except NexusError as exc:
+        return [*lines, f"    unreadable: {exc}"]
+    for p in range(partitions):
+        snap = latest.get(p)
+        if snap is None:
+            lines.append(f"    p{p}  no snapshot yet")
+        else:
+            lines.append(
+                f"    p{p}  {snap.snapshot_id}  lsn {snap.min_applied_lsn}  {snap.created_at}"
+                f"  by {snap.node}  {snap.size_bytes / 1024:.1f} KiB"
+            )
+    return lines

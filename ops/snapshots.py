@@ -15,7 +15,7 @@ from typing import Any
 
 from ops.cluster import ClusterRuntime
 from ops.errors import NexusError, RuntimeUnavailable
-from ops.object_store import STORE, SnapshotInfo
+from ops.object_store import STORE
 from ops.steps import Result, StepContext
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
@@ -89,34 +89,13 @@ def snapshot_step(runtime: ClusterRuntime) -> Any:
         seconds = time.monotonic() - started
         latest = store.latest_snapshots()
         size = sum(latest[p].size_bytes for p in made if p in latest)
-        lsns = ", ".join(f"p{p}@{lsn}" for p, lsn in sorted(made.items()))
+        lsns = ", ".join(
+            f"p{p}@{latest[p].min_applied_lsn if p in latest else lsn}"
+            for p, lsn in sorted(made.items())
+        )
         return Result.changed(
             f"{len(made)} partitions in {seconds:.1f}s ({lsns}), {size / 1024:.0f} KiB"
             f" in {store.destination}"
         )
 
     return step
-
-
-def status_lines(runtime: ClusterRuntime) -> list[str]:
-    """The snapshot destination and, per partition, its latest snapshot."""
-    store = runtime.store
-    if not store.enabled:
-        return ["  snapshots: off"]
-    lines = [f"  snapshots: {store.destination} at {store.endpoint.url}"]
-    if not runtime.procs.info(STORE).alive:
-        return [*lines, "    store not running"]
-    try:
-        latest = store.latest_snapshots()
-    except NexusError as exc:
-        return [*lines, f"    unreadable: {exc}"]
-    for p in range(runtime.env.settings.restate.partitions):
-        snap: SnapshotInfo | None = latest.get(p)
-        if snap is None:
-            lines.append(f"    p{p}  no snapshot yet")
-        else:
-            lines.append(
-                f"    p{p}  {snap.snapshot_id}  lsn {snap.min_applied_lsn}  {snap.created_at}"
-                f"  by {snap.node}  {snap.size_bytes / 1024:.1f} KiB"
-            )
-    return lines
