@@ -306,12 +306,6 @@ def _nudge(job: Replacement, attempt: int) -> None:
         client.close()
 
 
-def node_table(runtime: ClusterRuntime) -> list[str]:
-    """Node names in the cluster's own node table (`nodes list`)."""
-    rows = sql(runtime, "SELECT plain_node_id, name FROM nodes ORDER BY plain_node_id")
-    return [f"{r.get('plain_node_id')}={r.get('name')}" for r in rows]
-
-
 def snapshot(env: Environment, *, check: bool = False, out: TextIO | None = None) -> Play:
     """`invoke snapshot`: every partition of a cluster snapshotted to its store now."""
     if env.runtime != "cluster":

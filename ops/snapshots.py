@@ -16,7 +16,7 @@ from typing import Any
 from ops.cluster import ClusterRuntime
 from ops.errors import NexusError, RuntimeUnavailable
 from ops.object_store import STORE
-from ops.steps import Result, StepContext
+from ops.steps import Result, StepContext, StepFn
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _CREATED = re.compile(r"Snapshot created for partition (\d+): (\S+) \(log \d+ @ LSN >= (\d+)\)")
@@ -70,7 +70,7 @@ def missing_partitions(runtime: ClusterRuntime) -> list[int]:
     return [p for p in range(runtime.env.settings.restate.partitions) if p not in have]
 
 
-def snapshot_step(runtime: ClusterRuntime) -> Any:
+def snapshot_step(runtime: ClusterRuntime) -> StepFn:
     """A step that takes a snapshot of every partition (a check says what it would take)."""
 
     def step(ctx: StepContext) -> Result:
