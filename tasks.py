@@ -16,6 +16,7 @@ import ops.chaos
 import ops.invocations
 import ops.k6
 import ops.load
+import ops.node_replace
 import ops.stack
 import ops.steps
 from ops import environments, scenarios
@@ -27,7 +28,7 @@ from ops.release import ReleaseOptions
 ENV_HELP = "environment name under environments/ (or a path to a .toml file); default: local"
 JSON_HELP = "print one JSON object per step and a recap object (no text)"
 READ_ONLY = "status, audit, invocations"
-WITH_CHECK = "deploy, down, build, cancel, purge"
+WITH_CHECK = "deploy, down, build, cancel, purge, snapshot, replace-node"
 
 
 @contextmanager
@@ -287,6 +288,47 @@ def purge(
                 play.recap()
         finally:
             admin.close()
+    if play.failed:
+        raise Exit(code=1)
+
+
+@task(
+    help={
+        "env": ENV_HELP,
+        "check": "say what would be snapshotted, take nothing (also under invoke --dry)",
+        "json": JSON_HELP,
+    }
+)
+def snapshot(c: Context, env: str = "local", check: bool = False, json: bool = False) -> None:
+    """Snapshot every partition of a cluster to its object store now."""
+    environment = _env(env)
+    with _errors(), ops.steps.output(json=json, redact=_secret_values(environment)):
+        play = ops.node_replace.snapshot(environment, check=check or _dry(c))
+    if play.failed:
+        raise Exit(code=1)
+
+
+@task(
+    name="replace-node",
+    help={
+        "env": ENV_HELP,
+        "node": "the lost node: its slot number (1, 2, 3) or current name (n2, n2r1)",
+        "check": "check the node, the cluster and the snapshots; say what would happen, change"
+        " nothing (also under invoke --dry)",
+        "json": JSON_HELP,
+    },
+)
+def replace_node(
+    c: Context, env: str = "local", node: str = "", check: bool = False, json: bool = False
+) -> None:
+    """Replace a cluster node whose data directory is lost by a new node (new name and
+    id) that bootstraps from the partition snapshots and the log; retire the old one."""
+    environment = _env(env)
+    with _errors():
+        if not node:
+            raise ops.node_replace.ReplaceRefused("--node is required (a slot number or a name)")
+        with ops.steps.output(json=json, redact=_secret_values(environment)):
+            play = ops.node_replace.replace_node(environment, node, check=check or _dry(c))
     if play.failed:
         raise Exit(code=1)
 

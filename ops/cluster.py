@@ -11,8 +11,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from ops.cluster_members import Member, load_members
 from ops.environments import Environment
 from ops.errors import NexusError, ProcessError, RuntimeUnavailable
+from ops.object_store import STORE, ObjectStore, snapshot_config
+from ops.object_store import status_lines as snapshot_status
 from ops.processes import ProcessManager, ProcessSpec, http_ready
 from ops.runtimes import BinaryRuntime, npm_install, stop_step, unified, wait_until
 from ops.server_config import Membership, ServerNode, restate_config
@@ -25,19 +28,29 @@ RESTATECTL = "@restatedev/restatectl"
 class Node:
     """One cluster member's identity and addresses."""
 
-    index: int  # 1-based, also its forced node id
+    index: int  # 1-based slot: its ports and its process
     host: str
     ingress_port: int
     admin_port: int
     node_port: int
+    member: Member | None = None  # who is in the slot; None: its first node
+
+    @property
+    def identity(self) -> Member:
+        return self.member or Member(self.index)
 
     @property
     def name(self) -> str:
-        return f"n{self.index}"
+        return self.identity.name
+
+    @property
+    def id(self) -> int:
+        """Its forced node id: the slot's number, or a fresh one after a replacement."""
+        return self.identity.id
 
     @property
     def process(self) -> str:
-        return f"restate-{self.name}"
+        return f"restate-n{self.index}"
 
     @property
     def ingress_url(self) -> str:
@@ -53,23 +66,30 @@ class Node:
 
 
 def nodes(env: Environment) -> list[Node]:
-    """The environment's nodes, from `[cluster]` ports (or the defaults)."""
+    """The environment's nodes, from `[cluster]` ports (or the defaults) and the slots'
+    members (`ops.cluster_members`)."""
     host = env.ingress.host
+    members = load_members(env.state_dir)
     ports = zip(
         env.cluster_ports("ingress"),
         env.cluster_ports("admin"),
         env.cluster_ports("node"),
         strict=True,
     )
-    return [Node(i, host, ing, adm, nod) for i, (ing, adm, nod) in enumerate(ports, start=1)]
+    return [
+        Node(i, host, ing, adm, nod, members.slots.get(i))
+        for i, (ing, adm, nod) in enumerate(ports, start=1)
+    ]
 
 
 def node_config(env: Environment, node: Node, members: list[Node]) -> str:
-    """restate-server's config for one node: the first provisions the cluster."""
+    """restate-server's config for one node: the first provisions the cluster (never a
+    replacement, which joins the cluster that exists)."""
     membership = Membership(
-        node_id=node.index,
-        provisions=node.index == 1,
+        node_id=node.id,
+        provisions=node.index == 1 and node.member is None,
         metadata_addresses=tuple(m.address for m in members),
+        snapshots=tuple(snapshot_config(env)),
     )
     server = ServerNode(
         name=node.name,
@@ -90,6 +110,7 @@ class ClusterRuntime:
         self.procs = procs
         self.single = BinaryRuntime(env, procs)
         self.nodes = nodes(env)
+        self.store = ObjectStore(env, procs)
 
     @property
     def restatectl(self) -> Path:
@@ -98,13 +119,15 @@ class ClusterRuntime:
         return self.env.npm_dir / "node_modules" / "@restatedev" / pkg / "bin" / "restatectl"
 
     def processes(self) -> list[str]:
-        return [n.process for n in self.nodes]
+        return [n.process for n in self.nodes] + [STORE]
 
     def deploy_steps(self) -> list[tuple[str, StepFn]]:
-        return [("install", self.install), ("cluster", self.cluster)]
+        return [("install", self.install), ("snapshot-store", self.store.step),
+                ("cluster", self.cluster)]  # fmt: skip
 
     def down_steps(self, purge: bool) -> list[tuple[str, StepFn]]:
-        return [(n.name, stop_step(self.procs, n.process)) for n in reversed(self.nodes)]
+        steps = [(n.name, stop_step(self.procs, n.process)) for n in reversed(self.nodes)]
+        return [*steps, ("snapshot-store", stop_step(self.procs, STORE))]
 
     def install(self, ctx: StepContext) -> Result:
         """restate-server and restatectl, both at the pinned version."""
@@ -255,10 +278,10 @@ class ClusterRuntime:
             healthy = http_ready(f"{node.admin_url}/health")() if info.alive else False
             state = "healthy" if healthy else ("running" if info.alive else "stopped")
             lines.append(
-                f"  {node.name}  {state:<8} pid {info.pid}  ingress {node.ingress_url}"
+                f"  {node.name} (N{node.id})  {state:<8} pid {info.pid}  ingress {node.ingress_url}"
                 f"  admin {node.admin_url}  node {node.address}"
             )
         leaders = self.partition_leaders() if self.restatectl.is_file() else {}
         led = ", ".join(f"p{p}→{n}" for p, n in sorted(leaders.items())) or "unknown"
         lines.append(f"  partition leaders: {led}")
-        return lines
+        return [*lines, *snapshot_status(self.store, self.env.settings.restate.partitions)]

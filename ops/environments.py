@@ -29,10 +29,12 @@ RESTATE_VERSION = "1.7.12"
 Runtime = Literal["binary", "docker", "external", "cluster"]
 ServiceMode = Literal["process", "container", "url", "connect"]
 GatewayMode = Literal["mock", "external"]
+SnapshotStore = Literal["moto", "off"]
 PortKind = Literal["ingress", "admin", "node"]
 RUNTIMES: tuple[str, ...] = get_args(Runtime)
 SERVICE_MODES: tuple[str, ...] = get_args(ServiceMode)
 GATEWAY_MODES: tuple[str, ...] = get_args(GatewayMode)
+SNAPSHOT_STORES: tuple[str, ...] = get_args(SnapshotStore)
 
 # Error types of our validators: a predicate about one key ("must be ...") and a whole
 # sentence about several keys (a rule of the section).
@@ -207,6 +209,29 @@ class ClusterSettings(_Section):
         return self
 
 
+class SnapshotSettings(_Section):
+    """`[snapshots]`: partition snapshots of a `cluster` runtime, kept in an S3-compatible
+    object store that the toolkit runs on loopback (`store = "moto"`), or none ("off")."""
+
+    store: Annotated[SnapshotStore, PlainValidator(_one_of(SNAPSHOT_STORES))] = "moto"
+    url: Text = ""  # the store's endpoint; default: the gateway's port + 1, same host
+    bucket: Text = "nexus-snapshots"
+    prefix: Text = ""  # default: the environment's name
+    interval_records: PositiveInt = 5000  # a snapshot every N log records per partition
+    interval: Text = ""  # and/or every so long, e.g. "5m" (restate's duration syntax)
+    retained: PositiveInt = 2  # snapshots kept per partition
+
+    @model_validator(mode="after")
+    def _url_is_http(self) -> Self:
+        problem = _url_problem(self.url) if self.url else None
+        if problem:
+            raise _broken_rule(f"snapshots.url {problem}")
+        if not self.bucket.replace("-", "").isalnum() or self.bucket != self.bucket.lower():
+            raise _broken_rule(f"snapshots.bucket must be lowercase letters, digits and -,"
+                               f" got {self.bucket!r}")  # fmt: skip
+        return self
+
+
 class EnvironmentSettings(BaseModel):
     """One environment file, validated, every default filled in."""
 
@@ -217,6 +242,7 @@ class EnvironmentSettings(BaseModel):
     gateway: GatewaySettings = Field(default_factory=GatewaySettings)
     state: StateSettings = Field(default_factory=StateSettings)
     cluster: ClusterSettings = Field(default_factory=ClusterSettings)
+    snapshots: SnapshotSettings = Field(default_factory=SnapshotSettings)
 
     @model_validator(mode="before")
     @classmethod
@@ -242,6 +268,7 @@ SECTIONS: dict[str, type[BaseModel]] = {
     "gateway": GatewaySettings,
     "state": StateSettings,
     "cluster": ClusterSettings,
+    "snapshots": SnapshotSettings,
 }
 
 
@@ -315,6 +342,8 @@ class Environment:
         if self.runtime == "cluster":
             for kind in get_args(PortKind):
                 taken.update(self.cluster_ports(kind))
+            if self.settings.snapshots.store != "off":
+                taken.add(self.snapshot_store.port)
         return [p for p in range(first, min(last, 65535) + 1) if p not in taken]
 
     @property
@@ -327,6 +356,12 @@ class Environment:
         """Where the pinned restate-server npm package is installed (shared by envs)."""
         version = self.settings.restate.version
         return self.root / ".nexus" / "npm" / f"restate-server-{version}"
+
+    @property
+    def snapshot_store(self) -> Endpoint:
+        """The object store's endpoint: `[snapshots] url`, or the gateway's port + 1."""
+        url = self.settings.snapshots.url
+        return Endpoint(url.rstrip("/") or f"http://{self.ingress.host}:{self.gateway.port + 1}")
 
     @property
     def ingress_urls(self) -> tuple[str, ...]:

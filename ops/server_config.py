@@ -16,6 +16,7 @@ class Membership:
     node_id: int
     provisions: bool
     metadata_addresses: tuple[str, ...]
+    snapshots: tuple[str, ...] = ()  # the `[worker.snapshots]` lines, if any
 
 
 @dataclass(frozen=True)
@@ -80,6 +81,7 @@ def restate_config(env: Environment, node: ServerNode) -> str:
             "",
             "[bifrost]",
             'default-provider = "replicated"',
+            *member.snapshots,
         ]
     lines += [
         "",

@@ -15,6 +15,7 @@ from ops.chaos.contention import hold_expiry, hot_seat
 from ops.chaos.crashes import restart_idempotence, server_crash, service_crash
 from ops.chaos.gateway import gateway_outage
 from ops.chaos.node_loss import node_loss_scenario
+from ops.chaos.node_replace import node_replace_scenario
 from ops.chaos.rollout import rollout
 from ops.chaos.signing import unsigned
 from ops.checks import CheckFailed, Outcome, run_checks
@@ -31,6 +32,7 @@ SCENARIOS: dict[str, Scenario] = {
     "unsigned": unsigned,
     "restart-idempotence": restart_idempotence,
     "node-loss": node_loss_scenario,
+    "node-replace": node_replace_scenario,
     "rollout": rollout,
 }
 

@@ -1,9 +1,11 @@
 """A 3-node Restate cluster on free loopback ports: deploy (idempotent), the contract
-through the first node, bookings through every node, and the loss of a node under load."""
+through the first node, bookings through every node, the loss of a node under load, and
+the replacement of a node whose disk is lost (snapshots in a loopback S3 store)."""
 
 from __future__ import annotations
 
 import io
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,9 +17,12 @@ from ops.chaos.node_loss import node_loss
 from ops.checks import run_checks
 from ops.cluster import ClusterRuntime
 from ops.environments import PROJECT_ROOT, Environment
+from ops.node_replace import ReplaceRefused, replace_node, snapshot
 from ops.processes import free_port, group_alive
+from ops.runtimes import wait_until
 from ops.scenarios import Scenarios
-from ops.stack import Stack, deploy, down
+from ops.snapshots import restatectl
+from ops.stack import Stack, deploy, down, status_lines
 
 pytestmark = pytest.mark.integration
 
@@ -47,6 +52,9 @@ url = "http://127.0.0.1:{free_port()}"
 hold_seconds = 5
 
 [gateway]
+url = "http://127.0.0.1:{free_port()}"
+
+[snapshots]
 url = "http://127.0.0.1:{free_port()}"
 
 [state]
@@ -92,10 +100,70 @@ def test_rollout_on_the_cluster(cluster_env: Environment) -> None:
     assert "0 journal mismatches" in outcomes[0].detail
 
 
+def test_replace_node_refuses_without_changing_anything(cluster_env: Environment) -> None:
+    """Unknown node, no snapshot yet, a node still running, a stopped node that still has
+    its data: each refused with the reason, before any step; `--check` acts on nothing."""
+    stack = Stack(cluster_env)
+    runtime = stack.runtime
+    assert isinstance(runtime, ClusterRuntime)
+    pids = {n: stack.procs.info(n).pid for n in stack.procs.known()}
+    configs = {p: p.read_text() for p in cluster_env.state_dir.glob("restate-*.toml")}
+    members = cluster_env.state_dir / "cluster-members.json"
+    with pytest.raises(ReplaceRefused, match=r"unknown node 'n9' .*known: 1 \(n1\), 2 \(n2\)"):
+        replace_node(cluster_env, "n9", out=io.StringIO())
+    with pytest.raises(ReplaceRefused, match=r"no snapshot yet of partition\(s\) 0, 1 in s3://"):
+        replace_node(cluster_env, "2", out=io.StringIO())
+    out = io.StringIO()
+    assert not snapshot(cluster_env, out=out).failed, out.getvalue()
+    assert "2 partitions in" in out.getvalue()
+    with pytest.raises(ReplaceRefused, match="n2 is still running"):
+        replace_node(cluster_env, "2", out=io.StringIO())
+    n3 = runtime.nodes[2]
+    stack.procs.kill(n3.process)
+    wait_until(lambda: not stack.procs.info(n3.process).alive, 10.0, "n3 outlived SIGKILL")
+    try:
+        with pytest.raises(ReplaceRefused, match="n3 is stopped but its data directory"):
+            replace_node(cluster_env, "n3", out=io.StringIO())
+        data = cluster_env.state_dir / "data" / "n3"
+        aside = data.with_name("n3-aside")
+        data.rename(aside)  # the disk "lost", for a check-mode run only
+        try:
+            out = io.StringIO()
+            replace_node(cluster_env, "3", check=True, out=out)
+            assert "changed=5 failed=0" in out.getvalue().splitlines()[-1], out.getvalue()
+            assert "would start n3r1 (N4)" in out.getvalue()
+        finally:
+            aside.rename(data)
+        assert not members.exists()
+        assert {p: p.read_text() for p in cluster_env.state_dir.glob("restate-*.toml")} == configs
+    finally:
+        out = io.StringIO()
+        assert not deploy(cluster_env, out=out).failed, out.getvalue()
+    assert all(stack.procs.info(n).pid == pid for n, pid in pids.items() if n != n3.process)
+    lines = "\n".join(status_lines(cluster_env))
+    assert f"snapshots: s3://nexus-snapshots/{cluster_env.name} at" in lines
+    assert re.search(r"p0  snap_\w+  lsn \d+", lines) and re.search(r"p1  snap_\w+", lines)
+
+
+def test_replacing_a_node_under_load_loses_no_booking(cluster_env: Environment) -> None:
+    out = io.StringIO()
+    outcomes = run_chaos(cluster_env, "node-replace", out=out)
+    assert outcomes[0].status == "passed", out.getvalue()
+    assert "0 unresolved, 0 lost" in outcomes[0].detail and "audit ok" in outcomes[0].detail
+    runtime = Stack(cluster_env).runtime
+    assert isinstance(runtime, ClusterRuntime)
+    assert [n.name for n in runtime.nodes] == ["n1", "n2r1", "n3"]
+    table = restatectl(runtime, "nodes", "list")
+    assert "n2r1" in table and " n2 " not in table
+    out = io.StringIO()
+    deploy(cluster_env, out=out)  # the replacement is the cluster's wanted state now
+    assert "changed=0 failed=0" in out.getvalue().splitlines()[-1], out.getvalue()
+
+
 def test_down_stops_every_node(tmp_path: Path, cluster_env: Environment) -> None:
     stack = Stack(cluster_env)
     pids = [stack.procs.info(n).pid for n in stack.procs.known()]
-    assert len(pids) == 5
+    assert len(pids) == 6  # 3 nodes, the snapshot store, the gateway, the service
     down(cluster_env, out=io.StringIO())
     assert all(pid is not None and not group_alive(pid) for pid in pids)
     assert stack.procs.known() == []

@@ -116,6 +116,7 @@ def test_every_issue_scenario_is_there() -> None:
         "unsigned",
         "restart-idempotence",
         "node-loss",
+        "node-replace",
         "rollout",
     ]
 

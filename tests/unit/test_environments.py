@@ -99,6 +99,15 @@ def test_minimal_file_loads_with_defaults(root: Path) -> None:
             "admin_ports": [],
             "node_ports": [],
         },
+        "snapshots": {
+            "store": "moto",
+            "url": "",
+            "bucket": "nexus-snapshots",
+            "prefix": "",
+            "interval_records": 5000,
+            "interval": "",
+            "retained": 2,
+        },
     }
     assert isinstance(env.settings.service.hold_seconds, float)
     assert env.ingress == Endpoint("http://127.0.0.1:8080")
@@ -406,7 +415,8 @@ def test_every_problem_is_listed_with_file_and_key(root: Path) -> None:
         f"{path}: unknown key restate.flavour (known: runtime, ingress_url, admin_url,"
         " token_env, version, image, node_port, partitions)",
         f"{path}: service.signing must be true or false, got 1",
-        f"{path}: unknown section [databse] (known: restate, service, gateway, state, cluster)",
+        f"{path}: unknown section [databse] (known: restate, service, gateway, state, cluster,"
+        " snapshots)",
     ]
 
 
