@@ -3,6 +3,7 @@ the audit of what it booked; `--script flash-sale` adds the sale's own figures a
 
 from __future__ import annotations
 
+import csv
 import json
 import math
 import os
@@ -58,6 +59,9 @@ class FlashSale:
     sellout_s: float | None  # first request to the last winner's answer; None: not sold out
     winners: dict[str, float] = field(default_factory=dict)  # count, p50_ms, p99_ms
     refused: dict[str, float] = field(default_factory=dict)
+    # the refused buyers apart: those who arrived before the last winner's answer, and after
+    refused_before_sellout: dict[str, float] = field(default_factory=dict)
+    refused_after_sellout: dict[str, float] = field(default_factory=dict)
 
     @property
     def sold_out(self) -> bool:
@@ -73,6 +77,8 @@ class FlashSale:
             "sellout_s": self.sellout_s,
             "winners": dict(self.winners),
             "refused": dict(self.refused),
+            "refused_before_sellout": dict(self.refused_before_sellout),
+            "refused_after_sellout": dict(self.refused_after_sellout),
         }
 
     def lines(self) -> list[str]:
@@ -90,6 +96,8 @@ class FlashSale:
             f"sold             {self.sold} of {self.seats}   {sellout}",
             f"winners (200)    {latency(self.winners)}",
             f"refused (409)    {latency(self.refused)}",
+            f"  before sellout {latency(self.refused_before_sellout)}",
+            f"  after sellout  {latency(self.refused_after_sellout)}",
         ]
 
 
@@ -151,6 +159,7 @@ class K6Run:
     rate: int | None = None
     duration: str = ""
     host_steal_pct: float = 0.0  # of the host's CPU time while k6 ran
+    samples_csv: Path | None = None  # k6's samples (flash sale), read once, then removed
 
 
 def drive(
@@ -198,6 +207,7 @@ def drive(
             event=event,
             rate=rate,
             thresholds=tuple(k6.parse_threshold(text) for text in thresholds),
+            samples_csv=sale_samples_file(env, run_id) if script == FLASH_SALE else None,
         )
     except ValueError as exc:
         raise NexusError(f"bad load parameters: {exc}") from None
@@ -236,6 +246,7 @@ def drive(
         rate=rate,
         duration=duration,
         host_steal_pct=host_share_pct(stolen, time.monotonic() - started),
+        samples_csv=params.samples_csv,
     )
 
 
@@ -305,6 +316,7 @@ def flash_sale(run: K6Run) -> FlashSale:
     if sold >= run.seats > 0 and "min" in first and "max" in last:
         sellout_s = round((float(last["max"]) - float(first["min"])) / 1000.0, 3)
     none = {"count": 0, "p50_ms": 0.0, "p99_ms": 0.0}
+    before, after = sale_phases(run.samples_csv, sold_out=sold >= run.seats > 0)
     return FlashSale(
         seats=run.seats,
         rate=run.rate or 0,
@@ -313,7 +325,77 @@ def flash_sale(run: K6Run) -> FlashSale:
         sellout_s=sellout_s,
         winners=dict(summary.latency_by_outcome.get("confirmed", none)),
         refused=dict(summary.latency_by_outcome.get("sold_out", none)),
+        refused_before_sellout=before,
+        refused_after_sellout=after,
     )
+
+
+# --- the flash sale's refusals before and after the sell-out ----------------------------
+
+#: The per-outcome trends of lib/outcomes.js whose samples split the sale.
+WINNER_TREND, REFUSED_TREND = "checkout_duration_confirmed", "checkout_duration_sold_out"
+
+
+def sale_samples_file(env: Environment, run_id: str) -> Path:
+    return env.state_dir / "load" / f"k6-samples-{run_id}.csv"
+
+
+def sale_answers(path: Path) -> tuple[list[tuple[int, float]], list[tuple[int, float]]]:
+    """(answer time in epoch ms, duration in ms) of every winner and every refused buyer,
+    from k6's CSV samples (timestamps in unix_milli)."""
+    winners: list[tuple[int, float]] = []
+    refused: list[tuple[int, float]] = []
+    with path.open(newline="") as fh:
+        rows = csv.reader(fh)
+        header = next(rows, [])
+        try:
+            name, stamp, value = (
+                header.index(c) for c in ("metric_name", "timestamp", "metric_value")
+            )
+        except ValueError:
+            raise NexusError(f"{path}: not a k6 CSV output (header {header[:3]})") from None
+        for row in rows:
+            if row[name] == WINNER_TREND:
+                winners.append((int(row[stamp]), float(row[value])))
+            elif row[name] == REFUSED_TREND:
+                refused.append((int(row[stamp]), float(row[value])))
+    return winners, refused
+
+
+def sale_phases(path: Path | None, *, sold_out: bool) -> tuple[dict[str, float], dict[str, float]]:
+    """Latency of the refused buyers who arrived (answer time less duration) before the
+    last winner's answer, and of those who arrived after it: the surge a sold-out show
+    absorbs. A sale that did not sell out has no "after". The samples file is removed."""
+    if path is None or not path.is_file():
+        empty = latency_group([])
+        return empty, empty
+    try:
+        winners, refused = sale_answers(path)
+    finally:
+        path.unlink(missing_ok=True)
+    sellout = max(t for t, _ in winners) if sold_out and winners else None
+    before = [d for t, d in refused if sellout is None or t - d < sellout]
+    after = [d for t, d in refused if sellout is not None and t - d >= sellout]
+    return latency_group(before), latency_group(after)
+
+
+def latency_group(durations: Sequence[float]) -> dict[str, float]:
+    """count, p50_ms and p99_ms, interpolated between ranks as k6 does."""
+    ordered = sorted(durations)
+    return {
+        "count": len(ordered),
+        "p50_ms": round(_percentile(ordered, 0.50), 3),
+        "p99_ms": round(_percentile(ordered, 0.99), 3),
+    }
+
+
+def _percentile(ordered: Sequence[float], fraction: float) -> float:
+    if not ordered:
+        return 0.0
+    rank = fraction * (len(ordered) - 1)
+    low = math.floor(rank)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
 
 
 def sale_seat_id(prefix: str, number: int) -> str:
