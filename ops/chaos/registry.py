@@ -18,12 +18,14 @@ from ops.chaos.node_loss import node_loss_scenario
 from ops.chaos.node_replace import node_replace_scenario
 from ops.chaos.rollout import rollout
 from ops.chaos.signing import unsigned
+from ops.chaos.sold_seats import sold_seat_crash
 from ops.checks import CheckFailed, Outcome, run_checks
 from ops.environments import Environment
 from ops.errors import NexusError
 
 SCENARIOS: dict[str, Scenario] = {
     "service-crash": service_crash,
+    "sold-seat-crash": sold_seat_crash,
     "gateway-outage": gateway_outage,
     "server-crash": server_crash,
     "hot-seat": hot_seat,

@@ -5,6 +5,7 @@ must not disturb other tests)."""
 from __future__ import annotations
 
 import io
+import re
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -95,12 +96,17 @@ def test_unsigned(make_env: EnvFactory) -> None:
 
 def test_service_crash_then_redeploy_changes_nothing(make_env: EnvFactory) -> None:
     with own_stack(make_env, "chaos-svc") as env:
-        outcomes, lines = chaos(env, "service-crash,restart-idempotence")
-    for name in ("service-crash", "restart-idempotence"):
+        outcomes, lines = chaos(env, "service-crash,sold-seat-crash,restart-idempotence")
+    for name in ("service-crash", "sold-seat-crash", "restart-idempotence"):
         assert outcomes[name].status == "passed", outcomes[name].detail
     assert "8/8 bookings 200" in outcomes["service-crash"].detail
+    # The winner of a seat that the new process already knows sold still books it.
+    sold = outcomes["sold-seat-crash"].detail
+    assert "replayed to 200 Booking Confirmed" in sold and "no journal mismatch" in sold
+    # the last refusals were answered without calling the Ticket
+    assert re.search(r"calls to the Ticket: \[[01], 0, 0, 0\]", sold), sold
     assert "changed=0 failed=0" in outcomes["restart-idempotence"].detail
-    assert lines[-1] == "2 passed, 0 failed"
+    assert lines[-1] == "3 passed, 0 failed"
 
 
 def test_server_crash_then_redeploy_changes_nothing(make_env: EnvFactory) -> None:

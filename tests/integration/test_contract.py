@@ -336,3 +336,38 @@ def test_the_holders_reservation_passes_to_their_checkout(stack: Stack) -> None:
     assert stack.ingress.call("Ticket", "reserve", "tina", key=t).json()["reservedUntil"] > 0
     assert checkout(stack, t, "tina").status_code == 200
     assert ticket(stack, t) == {"status": "SOLD", "reservedBy": "tina", "reservedUntil": None}
+
+
+def _ticket_calls(stack: Stack, idempotency_key: str) -> int:
+    """Calls to a Ticket in the journal of the checkout sent with `idempotency_key`."""
+    rows = stack.admin.query(
+        f"SELECT id FROM sys_invocation WHERE idempotency_key = '{idempotency_key}'"
+    )
+    assert len(rows) == 1, rows
+    calls = stack.admin.query(
+        f"SELECT entry_type FROM sys_journal WHERE id = '{rows[0]['id']}'"
+        " AND entry_type = 'Command: Call'"
+    )
+    return len(calls)
+
+
+def test_a_seat_known_sold_is_refused_without_its_ticket_in_the_same_words(stack: Stack) -> None:
+    t = seat()
+    # Sold outside Checkout, so the service learns it from the Ticket's own answer.
+    stack.ingress.call("Ticket", "reserve", "olga", key=t)
+    assert stack.ingress.call("Ticket", "confirm", "olga", key=t).status_code == 200
+    keys = [f"itest-sold-{uuid.uuid4().hex}" for _ in range(2)]
+    first, second = (
+        stack.ingress.call(
+            "Checkout",
+            "process",
+            {"ticketId": t, "userId": f"late-{n}"},
+            headers={"Idempotency-Key": key},
+        )
+        for n, key in enumerate(keys)
+    )
+    assert first.status_code == second.status_code == 409
+    assert first.json() == second.json()  # the Ticket's 409 and the set's are one body
+    assert "Ticket already sold" in second.json()["message"]
+    assert [_ticket_calls(stack, key) for key in keys] == [1, 0]
+    assert ticket(stack, t)["reservedBy"] == "olga" and charges(stack, t) == []

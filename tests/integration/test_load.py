@@ -74,9 +74,23 @@ def test_a_short_flash_sale_sells_every_seat_once_and_audits_clean(stack: Stack)
     assert result.sale.sellout_s is not None and 0 < result.sale.sellout_s < 15
     assert result.sale.winners["count"] == 20 and result.sale.winners["p99_ms"] > 0
     assert result.sale.refused["count"] == result.summary.outcomes["sold_out"]
+    # Every refusal falls on one side of the sell-out, read from k6's own samples.
+    before, after = result.sale.refused_before_sellout, result.sale.refused_after_sellout
+    assert before["count"] + after["count"] == result.sale.refused["count"]
+    assert after["count"] > 0 and after["p99_ms"] > 0  # 10 waves: most come after it
+    assert run.samples_csv is not None and not run.samples_csv.exists()  # read, then removed
     assert result.ok, result.problems()
     data = result.to_dict()
-    for key in ("sellout_s", "sold", "seats", "winners", "refused", "outcomes"):
+    for key in (
+        "sellout_s",
+        "sold",
+        "seats",
+        "winners",
+        "refused",
+        "refused_before_sellout",
+        "refused_after_sellout",
+        "outcomes",
+    ):
         assert key in data
     assert data["dropped_iterations"] == result.summary.dropped_iterations
     assert data["audit"]["ok"] is True
@@ -272,3 +286,12 @@ def test_short_bench_measures_its_phases_and_cleans_up(stack: Stack) -> None:
     rates = sorted(r["checkouts_per_s"] for r in result["rounds"])
     assert result["checkouts_per_s"] == pytest.approx(sum(rates) / 2, abs=0.1)  # the median
     assert result["cpu_checkout_s"]["steal"] >= 0 and "others" in result["cpu_checkout_s"]
+    # The refusal phase: a sold-out show, every answer a 409, each seat sold once.
+    refused = result["refusal_outcomes"]
+    assert refused["sold_out"] > 0 and sum(refused.values()) == refused["sold_out"]
+    assert result["refusal_audit"]["ok"] and result["refusal_audit"]["sold"] == 200
+    assert result["refusals_per_s"] > 0 and result["refusal_p99_ms"] > 0
+    assert result["refusal_cost_noop_calls"] == pytest.approx(
+        result["cpu_ms_per_refusal"] / result["cpu_ms_per_noop"], rel=0.01
+    )
+    assert "refusal cost" in text and "cpu_refusal_s" in text

@@ -108,6 +108,7 @@ def test_select_all_one_and_a_list() -> None:
 def test_every_issue_scenario_is_there() -> None:
     assert list(chaos.SCENARIOS) == [
         "service-crash",
+        "sold-seat-crash",
         "gateway-outage",
         "server-crash",
         "hot-seat",

@@ -13,6 +13,7 @@ from ops.audit import AuditReport
 from ops.load import (
     BenchRound,
     LoadResult,
+    RefusalPhase,
     bench_figures,
     bench_lines,
     cpu_ms_per_call,
@@ -178,3 +179,36 @@ def test_a_run_with_high_steal_says_its_figures_understate_the_stack() -> None:
     assert steal_line(0.4) == "host steal       0.4% of CPU time during the run"
     assert "high" not in steal_line(4.9)
     assert "(high: the figures above understate the stack; run again)" in steal_line(13.1)
+
+
+def _refusals(answers: int, cpu_s: float, confirmed: int = 0) -> RefusalPhase:
+    phase = _phase(answers / 10.0, 80, 0)
+    phase.summary.outcomes["sold_out"] = answers - confirmed
+    phase.summary.outcomes["confirmed"] = confirmed
+    cpu = {"restate-server": cpu_s, "service": 1.0, "gateway": 0.0, "steal": 0.0, "wall": 10.0}
+    return RefusalPhase(phase, cpu, seats=200)
+
+
+def test_a_refusals_cost_is_its_cpu_over_a_noop_calls() -> None:
+    noop = _phase(1000.0, 20, 10_000)  # 10 s of CPU over 10,000 calls: 1 ms each
+    rounds = [_round(200.0, 170.0, 260, 15.0)]
+    figures = bench_figures(32, "10s", noop, {"restate-server": 10.0}, rounds, _refusals(6000, 8.0))
+    assert figures["refusals_per_s"] == 600.0 and figures["refusal_p99_ms"] == 80.0
+    assert figures["cpu_ms_per_refusal"] == 1.5  # 9 s of server + service over 6,000
+    assert figures["refusal_cost_noop_calls"] == 1.5
+    assert figures["ok"], figures["problems"]
+    text = "\n".join(bench_lines(figures))
+    assert "refusal cost         1.50" in text and "cpu_refusal_s" in text
+    without = bench_figures(32, "10s", noop, {"restate-server": 10.0}, rounds)
+    assert "refusals_per_s" not in without and "refusal cost" not in "\n".join(bench_lines(without))
+
+
+def test_a_sold_seat_that_is_sold_again_makes_the_refusals_invalid() -> None:
+    noop = _phase(1000.0, 20, 10_000)
+    figures = bench_figures(
+        32, "10s", noop, {}, [_round(200.0, 170.0, 260, 15.0)], _refusals(6000, 8.0, confirmed=2)
+    )
+    assert not figures["ok"]
+    assert figures["problems"] == [
+        "refusals: answers other than 409 for sold seats: {'confirmed': 2}"
+    ]
