@@ -93,6 +93,8 @@ def _secret_values(env: environments.Environment) -> list[str | None]:
         " them (default 0: retire what has drained already, the rest on a later deploy)",
         "allow_breaking": "register a version that removes services or handlers or changes"
         " their type (in-flight invocations still drain on the old version)",
+        "allow_downgrade": "roll restate-server back to an older [restate] version that the"
+        " data's marker allows (refused otherwise)",
         "service_url": "service mode url: this version's endpoint (default: [service] url,"
         " with {version} filled in)",
         "json": JSON_HELP,
@@ -105,6 +107,7 @@ def deploy(
     diff: bool = False,
     drain_timeout: str = "0",
     allow_breaking: bool = False,
+    allow_downgrade: bool = False,
     service_url: str = "",
     json: bool = False,
 ) -> None:
@@ -115,6 +118,7 @@ def deploy(
     options = ReleaseOptions(
         drain_timeout=_seconds("--drain-timeout", drain_timeout),
         allow_breaking=allow_breaking,
+        allow_downgrade=allow_downgrade,
         service_url=service_url,
     )
     environment = _env(env)

@@ -63,6 +63,7 @@ class ReleaseOptions:
     allow_breaking: bool = False  # register a version that removes or retypes handlers
     service_url: str = ""  # url mode: the endpoint of this version (else [service] url)
     sources: Path | None = None  # the service package to release (else the working tree's)
+    allow_downgrade: bool = False  # a restate-server rollback that the data's marker allows
 
 
 class Release:

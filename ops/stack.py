@@ -19,6 +19,7 @@ from ops.processes import ProcessManager, ProcessSpec
 from ops.release import SMOKE_TICKET, Release, ReleaseOptions, version_lines
 from ops.runtimes import ServerRuntime, ensure_process, stop_step
 from ops.server_runtime import runtime_for
+from ops.server_upgrade import upgrade_step
 from ops.signing import ensure_key_pair, private_key_file, read_key_id, signing_dir
 from ops.steps import Play, Result, StepContext, StepFn
 from ops.versions import Instance
@@ -161,10 +162,18 @@ class Stack:
             (self.env.state_dir / "gateway").mkdir(parents=True, exist_ok=True)
         return ensure_process(self.procs, self.gateway_spec(), ctx)
 
+    def upgrade_steps(self) -> list[tuple[str, StepFn]]:
+        """The data's marker read before the server step may stop anything (own servers)."""
+        if self.env.runtime not in ("binary", "docker", "cluster"):
+            return []
+        allow = self.options.allow_downgrade
+        return [("upgrade", upgrade_step(self.env, allow_downgrade=allow))]
+
     def deploy_steps(self) -> list[tuple[str, StepFn]]:
         signing = [("signing", self.signing_step)] if self.env.settings.service.signing else []
         return [
             *signing,
+            *self.upgrade_steps(),
             *self.runtime.deploy_steps(),
             ("gateway", self.gateway_step),
             ("artefact", self.release.artefact_step),

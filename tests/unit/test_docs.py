@@ -21,7 +21,10 @@ def task_flags() -> dict[str, list[str]]:
     collection = Collection.from_module(tasks)
     found: dict[str, list[str]] = {}
     for name in collection.task_names:
-        args = collection[name].get_arguments()
+        task = collection[name]
+        saved = dict(task.help)
+        args = task.get_arguments()  # Invoke pops each flag's help as it reads it
+        task.help = saved
         found[name] = [
             ("-" if len(arg.names[0]) == 1 else "--") + arg.names[0].replace("_", "-")
             for arg in args
