@@ -119,15 +119,7 @@ def node_loss(
             f.result(timeout=duration + 120)
     unresolved = [b for b in bookings if b.status == 0]
     confirmed = [b for b in bookings if b.status == 200]
-    lost: list[str] = []
-    checker = IngressClient(urls[0], env.token, timeout=30.0)
-    try:
-        for b in confirmed:
-            state = checker.call("Ticket", "get", key=b.seat).json()
-            if state.get("status") != "SOLD" or state.get("reservedBy") != b.user:
-                lost.append(f"{b.seat}: confirmed to {b.user} but {state}")
-    finally:
-        checker.close()
+    lost = lost_bookings(env, urls[0], confirmed)
     report = audit(env, prefix=prefix)
     window = [b for b in bookings if events["kill"] <= b.started - t0 <= events["rejoined"]]
     calm = [b for b in bookings if b.started - t0 < events["kill"]]
@@ -152,3 +144,17 @@ def node_loss(
 def p99(bookings: list[Booking]) -> float:
     values = sorted(b.latency_ms for b in bookings)
     return values[min(len(values) - 1, int(len(values) * 0.99))] if values else 0.0
+
+
+def lost_bookings(env: Environment, ingress_url: str, confirmed: list[Booking]) -> list[str]:
+    """Confirmed bookings whose seat is not SOLD to their buyer, read through `ingress_url`."""
+    lost: list[str] = []
+    checker = IngressClient(ingress_url, env.token, timeout=30.0)
+    try:
+        for b in confirmed:
+            state = checker.call("Ticket", "get", key=b.seat).json()
+            if state.get("status") != "SOLD" or state.get("reservedBy") != b.user:
+                lost.append(f"{b.seat}: confirmed to {b.user} but {state}")
+    finally:
+        checker.close()
+    return lost

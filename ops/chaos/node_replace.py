@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from ops.admin import IngressClient
 from ops.audit import audit
 from ops.chaos.base import ChaosContext
-from ops.chaos.node_loss import Booking, p99
+from ops.chaos.node_loss import Booking, lost_bookings, p99
 from ops.checks import Skip
 from ops.cluster import ClusterRuntime
 from ops.environments import Environment
@@ -139,15 +139,7 @@ def node_replace(
     new = ClusterRuntime(env, procs).nodes[victim - 1]
     unresolved = [b for b in load.bookings if b.status == 0]
     confirmed = [b for b in load.bookings if b.status == 200]
-    lost: list[str] = []
-    checker = IngressClient(new.ingress_url, env.token, timeout=30.0)
-    try:
-        for b in confirmed:
-            state = checker.call("Ticket", "get", key=b.seat).json()
-            if state.get("status") != "SOLD" or state.get("reservedBy") != b.user:
-                lost.append(f"{b.seat}: confirmed to {b.user} but {state}")
-    finally:
-        checker.close()
+    lost = lost_bookings(env, new.ingress_url, confirmed)
     report = audit(env, prefix=load.prefix)
     window = [b for b in load.bookings if events["kill"] <= b.started - t0 <= events["replaced"]]
     through_new = sum(
