@@ -341,10 +341,38 @@ class DockerRuntime:
         return text or "(docker logs printed nothing)"
 
     def deploy_steps(self) -> list[tuple[str, StepFn]]:
-        return [("server", self.server)]
+        return [("image", self.image), ("server", self.server)]
 
     def down_steps(self, purge: bool) -> list[tuple[str, StepFn]]:
         return [("server", self.stop)]
+
+    def image(self, ctx: StepContext) -> Result:
+        """The server's image present; a missing stand-in (`nexus-local/restate-server:V`)
+        is built from the npm package of version V, as `python -m ops.engine up` does."""
+        from ops import engine  # engine builds on this module; imported when needed
+
+        self.engine_check()
+        tag = self.env.settings.restate.image
+        if engine.image_present(tag):
+            return Result.ok(f"image {tag} present")
+        stand_in = re.fullmatch(r"nexus-local/restate-server:(\d+\.\d+\.\d+)", tag)
+        if stand_in is None:
+            raise RuntimeUnavailable(
+                f"image {tag} is not in the engine and no registry is reachable to pull it:"
+                f' `docker pull {tag}` where one is, or use image = "nexus-local/'
+                f'restate-server:{self.env.settings.restate.version}" (built here)'
+            )
+        if stand_in.group(1) != self.env.settings.restate.version:
+            raise ConfigError(
+                f"{self.env.file}: [restate] image {tag} names another version than"
+                f" [restate] version = {self.env.settings.restate.version}"
+            )
+        if ctx.check:
+            return Result.changed(f"would build {tag} from @restatedev/restate-server")
+        binary = BinaryRuntime(self.env, ProcessManager(self.env.state_dir))
+        binary.install(ctx)
+        image_id = engine.build_image(binary.binary, tag)
+        return Result.changed(f"built {tag} ({image_id[:19]}) from the npm package")
 
     def server(self, ctx: StepContext) -> Result:
         """A container running with this environment's settings, admin and ingress healthy."""

@@ -14,14 +14,15 @@ import pytest
 
 from ops import environments, scenarios
 from ops.chaos import run_chaos
+from ops.docker_cli import docker
 from ops.engine import IMAGE, build_image, image_present, restate_binary, server_version
 from ops.environments import PROJECT_ROOT, Environment
-from ops.errors import NexusError
+from ops.errors import NexusError, RuntimeUnavailable
 from ops.processes import free_port
 from ops.runtimes import DockerRuntime
 from ops.service_containers import ServiceContainers
 from ops.stack import Stack, deploy, down, status_lines
-from ops.steps import StepContext
+from ops.steps import Status, StepContext
 from tests.conftest import env_toml
 
 pytestmark = pytest.mark.integration
@@ -181,3 +182,30 @@ def test_rollout_on_the_docker_runtime(docker_env: DockerEnv) -> None:
     # The variant's container was retired once drained; the rollback's version remains.
     assert [n.split("-")[1] for n in left] == [n.split("-")[1] for n in first]
     assert all(c.running for c in left.values())
+
+
+def test_a_missing_server_image_is_built_from_npm_and_a_foreign_one_is_named(
+    docker_env: DockerEnv, tmp_path: Path
+) -> None:
+    """Deploy's image step: the stand-in of the pinned version is built when missing (here
+    1.7.10, from nothing); an image no registry can give is refused, naming it."""
+    env = docker_env("img", restate='version = "1.7.10"')
+    text = env.file.read_text().replace(IMAGE, "nexus-local/restate-server:1.7.10")
+    env.file.write_text(text)
+    env = environments.load(str(env.file), root=PROJECT_ROOT)
+    runtime = DockerRuntime(env)
+    tag = env.settings.restate.image
+    assert tag == "nexus-local/restate-server:1.7.10" and not image_present(tag)
+    try:
+        would = runtime.image(StepContext(check=True))
+        assert would.status is Status.CHANGED and not image_present(tag)
+        built = runtime.image(StepContext())
+        assert built.status is Status.CHANGED and image_present(tag), built.message
+        assert runtime.image(StepContext()).status is Status.OK
+    finally:
+        docker("image", "rm", "--force", tag)
+    foreign = env.file.read_text().replace(tag, "docker.io/restatedev/restate:0.0.1")
+    env.file.write_text(foreign)
+    runtime = DockerRuntime(environments.load(str(env.file), root=PROJECT_ROOT))
+    with pytest.raises(RuntimeUnavailable, match=r"restate:0\.0\.1 is not in the engine"):
+        runtime.image(StepContext())
