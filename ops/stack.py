@@ -19,7 +19,7 @@ from ops.processes import ProcessManager, ProcessSpec
 from ops.release import SMOKE_TICKET, Release, ReleaseOptions, version_lines
 from ops.runtimes import ServerRuntime, ensure_process, stop_step
 from ops.server_runtime import runtime_for
-from ops.server_upgrade import upgrade_step
+from ops.server_upgrade import markers, show, upgrade_step
 from ops.signing import ensure_key_pair, private_key_file, read_key_id, signing_dir
 from ops.steps import Play, Result, StepContext, StepFn
 from ops.versions import Instance
@@ -293,10 +293,22 @@ def status(env: Environment) -> dict[str, Any]:
             ]
     except NexusError as exc:
         report["server"]["error"] = str(exc)
+    report["data_markers"] = _data_markers(env)
     runtime_lines = getattr(stack.runtime, "status_lines", None)
     report["runtime_lines"] = runtime_lines() if callable(runtime_lines) else []
     report["processes"] = [_process(stack, name) for name in stack.procs.known()]
     return report
+
+
+def _data_markers(env: Environment) -> list[dict[str, Any]] | str:
+    """Each node's data marker: the versions that wrote its data and may open it."""
+    try:
+        found = markers(env.state_dir)
+    except NexusError as exc:
+        return str(exc)
+    return [{"node": m.node, "current_version": show(m.current), "max_version": show(m.max),
+             "min_forward_compatible_version": show(m.min_forward)}
+            for m in found]  # fmt: skip
 
 
 def _process(stack: Stack, name: str) -> dict[str, Any]:
@@ -324,6 +336,15 @@ def status_lines(env: Environment) -> list[str]:
         lines.append(
             f"  server      {'healthy' if server['healthy'] else 'DOWN'}"
             f" {server['version'] or '-'}  admin {server['admin']}  ingress {server['ingress']}"
+        )
+    data = report["data_markers"]
+    if isinstance(data, str):
+        lines.append(f"  data        {data}")
+    for marker in data if isinstance(data, list) else []:
+        lines.append(
+            f"  data        {marker['node']}: written by {marker['current_version']}"
+            f" (newest {marker['max_version']}), opens with"
+            f" >= {marker['min_forward_compatible_version']}"
         )
     if server["healthy"] and not server["error"]:
         lines += version_lines(report["versions"], report["working_tree_version"])

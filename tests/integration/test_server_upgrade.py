@@ -14,7 +14,7 @@ from ops.environments import PROJECT_ROOT, Environment
 from ops.release import ReleaseOptions
 from ops.runtimes import SERVER
 from ops.server_upgrade import MARKER
-from ops.stack import Stack, deploy
+from ops.stack import Stack, deploy, status, status_lines
 
 
 def pinned(stack: Stack, version: str, tmp_path: Path) -> Environment:
@@ -70,3 +70,10 @@ def test_a_target_the_data_rules_out_fails_with_the_server_still_up(
         assert stack.procs.info(SERVER).pid == pid and serving(stack)
     finally:
         marker.write_text(original)
+
+
+def test_status_shows_the_versions_the_data_records(stack: Stack) -> None:
+    version = stack.env.settings.restate.version
+    (data,) = status(stack.env)["data_markers"]
+    assert data["current_version"] == version and data["min_forward_compatible_version"]
+    assert any(f"written by {version}" in line for line in status_lines(stack.env))
