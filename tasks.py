@@ -12,6 +12,7 @@ from pathlib import Path
 from invoke import Context, Exit, task
 
 import ops.audit
+import ops.backup
 import ops.chaos
 import ops.invocations
 import ops.k6
@@ -335,6 +336,47 @@ def replace_node(
             play = ops.node_replace.replace_node(environment, node, check=check or _dry(c))
     if play.failed:
         raise Exit(code=1)
+
+
+@task(help={"env": ENV_HELP, "json": "print the archive's manifest as one JSON object"})
+def backup(c: Context, env: str = "local", json: bool = False) -> None:
+    """Stop restate-server gracefully, archive its data with a manifest, start it again
+    (binary runtime); prints the archive's path and the downtime."""
+    _refuse_dry(c, "backup")
+    with _errors():
+        outcome = ops.backup.backup(_env(env))
+    _report_backup("backed up to", outcome, json)
+
+
+@task(
+    help={
+        "archive": "the .tar.gz that `invoke backup` wrote",
+        "env": ENV_HELP,
+        "force": "restore an archive of another environment, or one the pinned version"
+        " would refuse (a corrupt archive never)",
+        "json": "print the archive's manifest as one JSON object",
+    }
+)
+def restore(
+    c: Context, archive: str, env: str = "local", force: bool = False, json: bool = False
+) -> None:
+    """Check an archive, stop restate-server, put its data in place, start it and prove it
+    (the archived deployments are registered); the replaced data is kept beside it."""
+    _refuse_dry(c, "restore")
+    with _errors():
+        outcome = ops.backup.restore(_env(env), Path(archive), force=force)
+    _report_backup("restored", outcome, json)
+
+
+def _report_backup(verb: str, outcome: ops.backup.Outcome, json: bool) -> None:
+    manifest = {k: v for k, v in outcome.manifest.items() if k != "files"}
+    if json:
+        manifest.update(archive=str(outcome.archive), downtime_s=round(outcome.downtime_s, 2))
+        print(jsonlib.dumps(manifest))
+        return
+    size = manifest["size_bytes"] / 1e6
+    print(f"{verb} {outcome.archive}: {size:.1f} MB of data, server {manifest['server_version']},"
+          f" down {outcome.downtime_s:.1f}s")  # fmt: skip
 
 
 @task(help={"env": ENV_HELP, "json": "print one JSON object instead of the text"})

@@ -72,6 +72,19 @@ def markers(state_dir: Path) -> list[Marker]:
     return [Marker.read(path) for path in sorted(state_dir.rglob(MARKER))]
 
 
+def marker_records(state_dir: Path) -> list[dict[str, str]]:
+    """Each node's marker as plain data (for status and backup manifests)."""
+    return [
+        {
+            "node": m.node,
+            "current_version": show(m.current),
+            "max_version": show(m.max),
+            "min_forward_compatible_version": show(m.min_forward),
+        }
+        for m in markers(state_dir)
+    ]
+
+
 @dataclass(frozen=True)
 class Verdict:
     """What a target version means for one node's data."""

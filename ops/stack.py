@@ -19,7 +19,7 @@ from ops.processes import ProcessManager, ProcessSpec
 from ops.release import SMOKE_TICKET, Release, ReleaseOptions, version_lines
 from ops.runtimes import ServerRuntime, ensure_process, stop_step
 from ops.server_runtime import runtime_for
-from ops.server_upgrade import markers, show, upgrade_step
+from ops.server_upgrade import marker_records, upgrade_step
 from ops.signing import ensure_key_pair, private_key_file, read_key_id, signing_dir
 from ops.steps import Play, Result, StepContext, StepFn
 from ops.versions import Instance
@@ -300,15 +300,12 @@ def status(env: Environment) -> dict[str, Any]:
     return report
 
 
-def _data_markers(env: Environment) -> list[dict[str, Any]] | str:
+def _data_markers(env: Environment) -> list[dict[str, str]] | str:
     """Each node's data marker: the versions that wrote its data and may open it."""
     try:
-        found = markers(env.state_dir)
+        return marker_records(env.state_dir)
     except NexusError as exc:
         return str(exc)
-    return [{"node": m.node, "current_version": show(m.current), "max_version": show(m.max),
-             "min_forward_compatible_version": show(m.min_forward)}
-            for m in found]  # fmt: skip
 
 
 def _process(stack: Stack, name: str) -> dict[str, Any]:
