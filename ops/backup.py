@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from ops.admin import AdminClient
+from ops.artefacts import sha256
 from ops.environments import Environment
 from ops.errors import NexusError
 from ops.processes import ProcessManager
@@ -60,14 +61,6 @@ def _files(root: Path) -> list[Path]:
     return sorted(p for p in root.rglob("*") if p.is_file())
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _deployment_ids(env: Environment) -> list[str]:
     client = AdminClient(env.admin.url, env.token)
     try:
@@ -102,7 +95,7 @@ def backup(env: Environment, into: Path | None = None) -> Outcome:
             "deployments": deployments,
             "time": datetime.now(UTC).isoformat(),
             "size_bytes": sum(p.stat().st_size for p in files),
-            "files": {str(p.relative_to(source)): _sha256(p) for p in files},
+            "files": {str(p.relative_to(source)): sha256(p) for p in files},
         }
         with tarfile.open(archive, "w:gz") as tar:
             body = json.dumps(manifest, indent=1).encode()
