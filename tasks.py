@@ -18,6 +18,7 @@ import ops.invocations
 import ops.k6
 import ops.load
 import ops.node_replace
+import ops.report
 import ops.stack
 import ops.steps
 from ops import environments, scenarios
@@ -467,6 +468,11 @@ def load(
     ops.load.print_result(result)
     if out:
         ops.load.write_json(result.to_dict(), Path(out))
+    if report and Path(report).is_file():
+        outcome = {**result.to_dict(), "problems": result.problems()}
+        context = ops.report.run_context(environment, result.run_id)
+        ops.report.add_first_screen(Path(report), outcome, context)
+        print(f"report           {report} (first screen: {'passed' if result.ok else 'FAILED'})")
     if not result.ok:
         code = 130 if result.summary.interrupted else 1  # 130: the shell's code for Ctrl-C
         raise Exit(f"load failed: {'; '.join(result.problems())}", code=code)

