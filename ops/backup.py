@@ -25,7 +25,7 @@ from ops.environments import Environment
 from ops.errors import NexusError
 from ops.processes import ProcessManager
 from ops.runtimes import SERVER, BinaryRuntime
-from ops.server_upgrade import Marker, judge, marker_records, markers, parse_version
+from ops.server_upgrade import Marker, judge, markers, parse_version
 from ops.steps import StepContext
 
 MANIFEST = "manifest.json"
@@ -77,7 +77,8 @@ def backup(env: Environment, into: Path | None = None) -> Outcome:
     """Stop the server gracefully, archive its data with a manifest, start it again."""
     runtime = _runtime(env)
     source = data_dir(env)
-    if not source.is_dir() or not markers(env.state_dir):
+    found = markers(env.state_dir)
+    if not source.is_dir() or not found:
         raise NexusError(f"{env.name}: no server data in {source} (deploy first)")
     deployments = _deployment_ids(env) if runtime.procs.info(SERVER).alive else []
     folder = into or env.state_dir.parent / f"{env.state_dir.name}-backups"
@@ -91,7 +92,7 @@ def backup(env: Environment, into: Path | None = None) -> Outcome:
         manifest: dict[str, Any] = {
             "environment": env.name,
             "server_version": env.settings.restate.version,
-            "markers": marker_records(env.state_dir),
+            "markers": [marker.record() for marker in found],
             "deployments": deployments,
             "time": datetime.now(UTC).isoformat(),
             "size_bytes": sum(p.stat().st_size for p in files),
@@ -145,12 +146,7 @@ def restore(env: Environment, archive: Path, *, force: bool = False) -> Outcome:
         )
     target = parse_version(env.settings.restate.version)
     for recorded in manifest.get("markers", []):
-        marker = Marker(
-            node=str(recorded["node"]),
-            current=parse_version(str(recorded["current_version"])),
-            max=parse_version(str(recorded["max_version"])),
-            min_forward=parse_version(str(recorded["min_forward_compatible_version"])),
-        )
+        marker = Marker.from_record(str(recorded["node"]), recorded)
         verdict = judge(target, marker, allow_downgrade=True)
         if verdict.kind == "refused" and not force:
             raise BackupRefused(f"{archive}: {verdict.reason} (--force restores it anyway)")

@@ -13,6 +13,7 @@ import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from ops.environments import Environment
 from ops.errors import NexusError
@@ -49,40 +50,43 @@ class Marker:
     min_forward: Version  # the oldest version that may open it
 
     @classmethod
+    def from_record(cls, node: str, data: dict[str, Any]) -> Marker:
+        """From the marker's own JSON, or from a `record()` (KeyError, ValueError if bad)."""
+        current = parse_version(str(data["current_version"]))
+        return cls(
+            node=node,
+            current=current,
+            max=parse_version(str(data.get("max_version", show(current)))),
+            min_forward=parse_version(
+                str(data.get("min_forward_compatible_version", show(current)))
+            ),
+        )
+
+    @classmethod
     def read(cls, path: Path) -> Marker:
         try:
-            data = json.loads(path.read_text())
-            current = parse_version(str(data["current_version"]))
-            return cls(
-                node=path.parent.name,
-                current=current,
-                max=parse_version(str(data.get("max_version", show(current)))),
-                min_forward=parse_version(
-                    str(data.get("min_forward_compatible_version", show(current)))
-                ),
-            )
+            return cls.from_record(path.parent.name, json.loads(path.read_text()))
         except (OSError, ValueError, KeyError) as exc:
             raise NexusError(f"unreadable data marker {path}: {exc}") from exc
 
+    def record(self) -> dict[str, str]:
+        """The marker as plain data, with its node (for status and backup manifests)."""
+        return {
+            "node": self.node,
+            "current_version": show(self.current),
+            "max_version": show(self.max),
+            "min_forward_compatible_version": show(self.min_forward),
+        }
+
 
 def markers(state_dir: Path) -> list[Marker]:
-    """Every node's marker under the environment's state directory (none: no data yet)."""
-    if not state_dir.is_dir():
+    """Every node's marker under the environment's data directory, where each runtime keeps
+    `<base-dir>/<node-name>/` (none: no data yet). Only `data/` is searched: the state
+    directory also holds every version's virtualenv."""
+    data = state_dir / "data"
+    if not data.is_dir():
         return []
-    return [Marker.read(path) for path in sorted(state_dir.rglob(MARKER))]
-
-
-def marker_records(state_dir: Path) -> list[dict[str, str]]:
-    """Each node's marker as plain data (for status and backup manifests)."""
-    return [
-        {
-            "node": m.node,
-            "current_version": show(m.current),
-            "max_version": show(m.max),
-            "min_forward_compatible_version": show(m.min_forward),
-        }
-        for m in markers(state_dir)
-    ]
+    return [Marker.read(path) for path in sorted(data.rglob(MARKER))]
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from ops.processes import ProcessManager, ProcessSpec
 from ops.release import SMOKE_TICKET, Release, ReleaseOptions, version_lines
 from ops.runtimes import ServerRuntime, ensure_process, stop_step
 from ops.server_runtime import runtime_for
-from ops.server_upgrade import marker_records, upgrade_step
+from ops.server_upgrade import markers, upgrade_step
 from ops.signing import ensure_key_pair, private_key_file, read_key_id, signing_dir
 from ops.steps import Play, Result, StepContext, StepFn
 from ops.versions import Instance
@@ -303,7 +303,7 @@ def status(env: Environment) -> dict[str, Any]:
 def _data_markers(env: Environment) -> list[dict[str, str]] | str:
     """Each node's data marker: the versions that wrote its data and may open it."""
     try:
-        return marker_records(env.state_dir)
+        return [marker.record() for marker in markers(env.state_dir)]
     except NexusError as exc:
         return str(exc)
 
