@@ -54,14 +54,29 @@ def sql(runtime: ClusterRuntime, query: str) -> list[dict[str, Any]]:
     return [r for r in rows if isinstance(r, dict)]
 
 
+SNAPSHOT_ATTEMPTS = 5  # a partition whose leader is still settling is skipped by restatectl
+
+
 def create_snapshots(runtime: ClusterRuntime, *, trim: bool = False) -> dict[int, int]:
-    """Snapshot every partition now; partition → the LSN it covers."""
+    """Snapshot every partition now; partition → the LSN it covers. restatectl snapshots
+    the partitions that answer; the others are asked again (a bounded number of times),
+    and any still missing fail the call, named."""
     args = ["snapshots", "create-snapshot", *(["--trim-log"] if trim else [])]
-    out = restatectl(runtime, *args, timeout=60.0)
-    made = {int(m[1]): int(m[3]) for m in _CREATED.finditer(out)}
-    if not made:
-        raise RestatectlError(f"restatectl made no snapshot: {out.strip() or '(no output)'}")
-    return made
+    wanted = set(range(runtime.env.settings.restate.partitions))
+    made: dict[int, int] = {}
+    out = ""
+    for attempt in range(SNAPSHOT_ATTEMPTS):
+        if attempt:
+            time.sleep(1.0)
+        out = restatectl(runtime, *args, timeout=60.0)
+        made.update({int(m[1]): int(m[3]) for m in _CREATED.finditer(out)})
+        if wanted <= set(made):
+            return made
+    missing = ", ".join(str(p) for p in sorted(wanted - set(made)))
+    raise RestatectlError(
+        f"restatectl made no snapshot of partition(s) {missing} in {SNAPSHOT_ATTEMPTS}"
+        f" attempts: {out.strip()[-1000:] or '(no output)'}"
+    )
 
 
 def missing_partitions(runtime: ClusterRuntime) -> list[int]:
