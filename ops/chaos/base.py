@@ -13,16 +13,17 @@ from datetime import datetime
 from functools import cached_property
 from typing import Any, TextIO
 
-from ops.admin import AdminClient, GatewayClient, IngressClient
-from ops.audit import audit
-from ops.checks import Skip, expect
-from ops.environments import Environment
-from ops.errors import ApiError, NexusError
-from ops.ids import fresh_seat, new_run_id
-from ops.invocations import by_idempotency_key
-from ops.runtimes import SERVER, BinaryRuntime, DockerRuntime, ensure_process
-from ops.stack import SERVICE, Stack
-from ops.steps import StepContext
+from ops.base.environments import Environment
+from ops.base.errors import ApiError, NexusError
+from ops.base.ids import fresh_seat, new_run_id
+from ops.base.steps import StepContext
+from ops.clients.admin import AdminClient, GatewayClient, IngressClient
+from ops.clients.invocations import by_idempotency_key
+from ops.operations.audit import audit
+from ops.release.stack import SERVICE, Stack
+from ops.server.docker_runtime import DockerRuntime
+from ops.server.runtimes import SERVER, BinaryRuntime, ensure_process
+from ops.testing.checks import Skip, expect
 
 CALL_TIMEOUT_S = 90.0
 

@@ -7,15 +7,15 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 
-from ops.admin import GatewayClient
+from ops.base.processes import poll_until
 from ops.chaos.base import (
     ChaosContext,
     one_checkout,
     ticket_state,
 )
-from ops.checks import Skip, expect
-from ops.processes import poll_until
-from ops.scenarios import SHORT_HOLD_S
+from ops.clients.admin import GatewayClient
+from ops.testing.checks import Skip, expect
+from ops.testing.scenarios import SHORT_HOLD_S
 
 HOT_BUYERS = 100
 HOT_WORKERS = 32

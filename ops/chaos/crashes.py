@@ -12,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from ops.audit import read_tickets
+from ops.base.processes import poll_until
 from ops.chaos.base import (
     CALL_TIMEOUT_S,
     ChaosContext,
@@ -31,10 +31,10 @@ from ops.chaos.base import (
     restart,
     ticket_state,
 )
-from ops.checks import CheckFailed, expect
-from ops.processes import poll_until
-from ops.runtimes import SERVER
-from ops.stack import SERVICE, deploy
+from ops.operations.audit import read_tickets
+from ops.release.stack import SERVICE, deploy
+from ops.server.runtimes import SERVER
+from ops.testing.checks import CheckFailed, expect
 
 CRASH_BOOKINGS = 8  # service-crash: checkouts in flight when the service dies
 CRASH_LATENCY_MS = 2000  # ... held at the gateway this long, so the kill lands mid-charge

@@ -8,6 +8,7 @@ import time
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 
+from ops.base.processes import poll_until
 from ops.chaos.base import (
     ChaosContext,
     checkout,
@@ -17,8 +18,7 @@ from ops.chaos.base import (
     require_mock_gateway,
     ticket_state,
 )
-from ops.checks import expect
-from ops.processes import poll_until
+from ops.testing.checks import expect
 from service.config import Settings
 from service.payment import backoff_delays
 

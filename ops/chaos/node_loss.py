@@ -7,19 +7,19 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from ops.admin import IngressClient
-from ops.audit import audit
+from ops.base.environments import Environment
+from ops.base.errors import ApiError, NexusError, NodeLossFailed, TokenRejected
+from ops.base.ids import new_run_id
+from ops.base.processes import http_ready
 from ops.chaos.base import (
     ChaosContext,
 )
-from ops.checks import Skip
-from ops.cluster import ClusterRuntime
-from ops.environments import Environment
-from ops.errors import ApiError, NexusError, NodeLossFailed, TokenRejected
-from ops.ids import new_run_id
-from ops.processes import http_ready
-from ops.runtimes import wait_until
-from ops.stack import Stack
+from ops.clients.admin import IngressClient
+from ops.operations.audit import audit
+from ops.release.stack import Stack
+from ops.server.cluster import ClusterRuntime
+from ops.server.runtimes import wait_until
+from ops.testing.checks import Skip
 
 
 def node_loss_scenario(cx: ChaosContext) -> str:

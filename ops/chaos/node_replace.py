@@ -1,5 +1,5 @@
 """Node replacement: under load, snapshot the partitions, SIGKILL a node, delete its data
-directory, replace it under a new name (`ops.node_replace`) while booking continues, and
+directory, replace it under a new name (`ops.operations.node_replace`) while booking continues, and
 prove that no booking was lost."""
 
 from __future__ import annotations
@@ -11,19 +11,19 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from ops.admin import IngressClient
-from ops.audit import audit
+from ops.base.environments import Environment
+from ops.base.errors import ApiError, CheckFailed, NexusError, TokenRejected
+from ops.base.ids import new_run_id
+from ops.base.processes import ProcessManager
 from ops.chaos.base import ChaosContext
 from ops.chaos.node_loss import Booking, lost_bookings, p99
-from ops.checks import Skip
-from ops.cluster import ClusterRuntime
-from ops.environments import Environment
-from ops.errors import ApiError, CheckFailed, NexusError, TokenRejected
-from ops.ids import new_run_id
-from ops.node_replace import replace_node
-from ops.processes import ProcessManager
-from ops.runtimes import wait_until
-from ops.snapshots import create_snapshots
+from ops.clients.admin import IngressClient
+from ops.operations.audit import audit
+from ops.operations.node_replace import replace_node
+from ops.server.cluster import ClusterRuntime
+from ops.server.runtimes import wait_until
+from ops.server.snapshots import create_snapshots
+from ops.testing.checks import Skip
 
 
 class NodeReplaceFailed(CheckFailed):

@@ -9,6 +9,8 @@ from typing import TextIO
 
 import httpx
 
+from ops.base.environments import Environment
+from ops.base.errors import NexusError
 from ops.chaos.bad_input import bad_input
 from ops.chaos.base import ChaosContext, Scenario
 from ops.chaos.contention import hold_expiry, hot_seat
@@ -19,9 +21,7 @@ from ops.chaos.node_replace import node_replace_scenario
 from ops.chaos.rollout import rollout
 from ops.chaos.signing import unsigned
 from ops.chaos.sold_seats import sold_seat_crash
-from ops.checks import CheckFailed, Outcome, run_checks
-from ops.environments import Environment
-from ops.errors import NexusError
+from ops.testing.checks import CheckFailed, Outcome, run_checks
 
 SCENARIOS: dict[str, Scenario] = {
     "service-crash": service_crash,

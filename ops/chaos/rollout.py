@@ -21,7 +21,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 
-from ops.audit import audit
+from ops.base.errors import NexusError
+from ops.base.processes import poll_until
 from ops.chaos.base import (
     ChaosContext,
     Reply,
@@ -31,14 +32,13 @@ from ops.chaos.base import (
     require_mock_gateway,
 )
 from ops.chaos.crashes import LOAD_WORKERS, BackgroundLoad
-from ops.checks import CheckFailed, Skip, expect
-from ops.errors import NexusError
-from ops.invocations import by_idempotency_key, open_invocations
-from ops.processes import poll_until
-from ops.release import ReleaseOptions
-from ops.rollout import newest
-from ops.stack import deploy
-from ops.versions import snapshot
+from ops.clients.invocations import by_idempotency_key, open_invocations
+from ops.operations.audit import audit
+from ops.release.release import ReleaseOptions
+from ops.release.rollout import newest
+from ops.release.stack import deploy
+from ops.release.versions import snapshot
+from ops.testing.checks import CheckFailed, Skip, expect
 
 IN_FLIGHT = 5  # checkouts held at the gateway when the new version is registered
 HOLD_LATENCY_MS = 3000  # ... this long, so the switch lands while they are charged

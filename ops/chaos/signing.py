@@ -8,7 +8,7 @@ import httpx
 from ops.chaos.base import (
     ChaosContext,
 )
-from ops.checks import Skip, expect
+from ops.testing.checks import Skip, expect
 
 
 def unsigned(cx: ChaosContext) -> str:

@@ -13,6 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from ops.base.processes import poll_until
 from ops.chaos.base import (
     ChaosContext,
     checkout,
@@ -26,10 +27,9 @@ from ops.chaos.base import (
     ticket_state,
 )
 from ops.chaos.crashes import mails_for
-from ops.checks import expect
-from ops.invocations import JOURNAL_MISMATCH
-from ops.processes import poll_until
-from ops.stack import SERVICE
+from ops.clients.invocations import JOURNAL_MISMATCH
+from ops.release.stack import SERVICE
+from ops.testing.checks import expect
 
 REFUSALS = 4  # other buyers of the sold seat, after the restart
 WAIT_S = 30.0  # bound of each wait of the scenario

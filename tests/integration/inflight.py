@@ -8,9 +8,9 @@ from contextlib import contextmanager
 
 import httpx
 
-from ops.load import gateway_latency
-from ops.processes import poll_until
-from ops.stack import Stack
+from ops.base.processes import poll_until
+from ops.release.stack import Stack
+from ops.testing.runs import gateway_latency
 
 
 @contextmanager

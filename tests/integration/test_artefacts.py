@@ -14,12 +14,12 @@ from pathlib import Path
 
 import pytest
 
-from ops import environments
-from ops.artefacts import LOCK, pins, uv, venv_versions
-from ops.environments import PROJECT_ROOT
-from ops.release import ReleaseOptions
-from ops.stack import Stack, deploy, down
-from ops.steps import StepContext
+from ops.base import environments
+from ops.base.environments import PROJECT_ROOT
+from ops.base.steps import StepContext
+from ops.release.artefacts import LOCK, pins, uv, venv_versions
+from ops.release.release import ReleaseOptions
+from ops.release.stack import Stack, deploy, down
 from tests.conftest import EnvFactory
 
 pytestmark = pytest.mark.integration

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from ops.backup import BackupRefused, backup, read_manifest, restore
-from ops.runtimes import SERVER
-from ops.stack import Stack, deploy, down
+from ops.operations.backup import BackupRefused, backup, read_manifest, restore
+from ops.release.stack import Stack, deploy, down
+from ops.server.runtimes import SERVER
 from tests.conftest import EnvFactory
 
 pytestmark = pytest.mark.integration

@@ -12,10 +12,10 @@ from contextlib import contextmanager
 
 import pytest
 
+from ops.base.environments import Environment
 from ops.chaos import run_chaos
-from ops.checks import Outcome, closing_line
-from ops.environments import Environment
-from ops.stack import Stack, deploy, down
+from ops.release.stack import Stack, deploy, down
+from ops.testing.checks import Outcome, closing_line
 from tests.conftest import EnvFactory
 
 pytestmark = pytest.mark.integration

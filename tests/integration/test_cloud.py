@@ -23,14 +23,16 @@ from typing import Any
 import httpx
 import pytest
 
-from ops import environments, scenarios
-from ops.admin import AdminClient, IngressClient
-from ops.environments import PROJECT_ROOT, Environment
-from ops.errors import NexusError, SecretMissing, TokenRejected
-from ops.load import audit_run, drive
-from ops.processes import free_port
-from ops.stack import Stack, deploy, status_lines
-from ops.steps import Status
+from ops.base import environments
+from ops.base.environments import PROJECT_ROOT, Environment
+from ops.base.errors import NexusError, SecretMissing, TokenRejected
+from ops.base.processes import free_port
+from ops.base.steps import Status
+from ops.clients.admin import AdminClient, IngressClient
+from ops.release.stack import Stack, deploy, status_lines
+from ops.testing import scenarios
+from ops.testing.load import audit_run
+from ops.testing.runs import drive
 from tests.conftest import run_invoke
 from tests.integration.token_proxy import ProxyServer, serve, serve_server
 

@@ -11,18 +11,18 @@ from pathlib import Path
 
 import pytest
 
-from ops import environments
+from ops.base import environments
+from ops.base.environments import PROJECT_ROOT, Environment
+from ops.base.processes import free_port, group_alive
 from ops.chaos import run_chaos
 from ops.chaos.node_loss import node_loss
-from ops.checks import run_checks
-from ops.cluster import ClusterRuntime
-from ops.environments import PROJECT_ROOT, Environment
-from ops.node_replace import ReplaceRefused, replace_node, snapshot
-from ops.processes import free_port, group_alive
-from ops.runtimes import wait_until
-from ops.scenarios import Scenarios
-from ops.snapshots import restatectl
-from ops.stack import Stack, deploy, down, status_lines
+from ops.operations.node_replace import ReplaceRefused, replace_node, snapshot
+from ops.release.stack import Stack, deploy, down, status_lines
+from ops.server.cluster import ClusterRuntime
+from ops.server.runtimes import wait_until
+from ops.server.snapshots import restatectl
+from ops.testing.checks import run_checks
+from ops.testing.scenarios import Scenarios
 
 pytestmark = pytest.mark.integration
 

@@ -10,9 +10,9 @@ from typing import Any
 import httpx
 import pytest
 
-from ops.admin import GatewayClient, IngressClient
-from ops.processes import poll_until
-from ops.stack import Stack
+from ops.base.processes import poll_until
+from ops.clients.admin import GatewayClient, IngressClient
+from ops.release.stack import Stack
 from service.seat_map import shard_key
 from tests.integration.inflight import checkout_in_flight
 

@@ -1,4 +1,4 @@
-"""The docker runtime against a real Docker engine and the stand-in image (ops.engine):
+"""The docker runtime against a real Docker engine and the stand-in image (ops.server.engine):
 deploy, contract scenarios, data across recreation, a container that dies at once, a
 `docker kill` under load, down and purge. Skipped only where no engine answers, and
 never when NEXUS_REQUIRE_DOCKER is set (CI sets it: `.ci/run` starts the engine)."""
@@ -12,17 +12,18 @@ from pathlib import Path
 
 import pytest
 
-from ops import environments, scenarios
+from ops.base import environments
+from ops.base.docker_cli import docker
+from ops.base.environments import PROJECT_ROOT, Environment
+from ops.base.errors import NexusError, RuntimeUnavailable
+from ops.base.processes import free_port
+from ops.base.steps import Status, StepContext
 from ops.chaos import run_chaos
-from ops.docker_cli import docker
-from ops.engine import IMAGE, build_image, image_present, restate_binary, server_version
-from ops.environments import PROJECT_ROOT, Environment
-from ops.errors import NexusError, RuntimeUnavailable
-from ops.processes import free_port
-from ops.runtimes import DockerRuntime
-from ops.service_containers import ServiceContainers
-from ops.stack import Stack, deploy, down, status_lines
-from ops.steps import Status, StepContext
+from ops.release.service_containers import ServiceContainers
+from ops.release.stack import Stack, deploy, down, status_lines
+from ops.server.docker_runtime import DockerRuntime
+from ops.server.engine import IMAGE, build_image, image_present, restate_binary, server_version
+from ops.testing import scenarios
 from tests.conftest import env_toml
 
 pytestmark = pytest.mark.integration
@@ -37,7 +38,7 @@ def engine() -> str:
     if version is None:
         if os.environ.get("NEXUS_REQUIRE_DOCKER"):
             pytest.fail("NEXUS_REQUIRE_DOCKER is set, but no Docker engine answers")
-        pytest.skip("no Docker engine answers (`python -m ops.engine up` provides one)")
+        pytest.skip("no Docker engine answers (`python -m ops.server.engine up` provides one)")
     if not image_present(IMAGE):
         build_image(restate_binary())
     return version

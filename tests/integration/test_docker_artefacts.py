@@ -13,10 +13,12 @@ from pathlib import Path
 
 import pytest
 
-from ops.build import Build
-from ops.docker_cli import docker
-from ops.errors import NexusError
-from ops.images import (
+from ops.base.docker_cli import docker
+from ops.base.errors import NexusError
+from ops.base.processes import free_port, poll_until, port_open
+from ops.base.steps import Play, Status, StepContext
+from ops.release.build import Build
+from ops.release.images import (
     LABEL_REVISION,
     LABEL_SDK,
     LABEL_VERSION,
@@ -26,9 +28,7 @@ from ops.images import (
     image_labels,
     image_tag,
 )
-from ops.processes import free_port, poll_until, port_open
-from ops.stack import Stack
-from ops.steps import Play, Status, StepContext
+from ops.release.stack import Stack
 from tests.integration.test_docker import DockerEnv, deployed, docker_env, engine, recap
 
 pytestmark = pytest.mark.integration

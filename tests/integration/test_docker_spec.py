@@ -7,10 +7,11 @@ import os
 import subprocess
 from pathlib import Path
 
-from ops import environments
-from ops.processes import ProcessManager
-from ops.runtimes import BinaryRuntime, DockerRuntime
-from ops.steps import StepContext
+from ops.base import environments
+from ops.base.processes import ProcessManager
+from ops.base.steps import StepContext
+from ops.server.docker_runtime import DockerRuntime
+from ops.server.runtimes import BinaryRuntime
 
 
 def test_restate_server_reads_the_variables_the_container_is_given(tmp_path: Path) -> None:

@@ -11,9 +11,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from ops.runtimes import ensure_process
-from ops.stack import Stack
-from ops.steps import Status, StepContext
+from ops.base.steps import Status, StepContext
+from ops.release.stack import Stack
+from ops.server.runtimes import ensure_process
 
 pytestmark = pytest.mark.integration
 

@@ -14,14 +14,16 @@ from pathlib import Path
 import httpx
 import pytest
 
-from ops import k6
-from ops.admin import AdminClient, GatewayClient
-from ops.audit import audit
-from ops.errors import ApiError
-from ops.invocations import checkouts_in_flight
-from ops.load import BENCH, audit_run, bench, bench_lines, drive, gateway_latency
-from ops.processes import poll_until
-from ops.stack import Stack
+from ops.base.errors import ApiError
+from ops.base.processes import poll_until
+from ops.clients.admin import AdminClient, GatewayClient
+from ops.clients.invocations import checkouts_in_flight
+from ops.operations.audit import audit
+from ops.release.stack import Stack
+from ops.testing import k6
+from ops.testing.bench import BENCH, bench, bench_lines
+from ops.testing.load import audit_run
+from ops.testing.runs import drive, gateway_latency
 from tests.conftest import run_invoke
 from tests.integration.inflight import checkout_in_flight
 from tests.streams import CtrlCOnProgress

@@ -14,12 +14,12 @@ from typing import Any
 import httpx
 import pytest
 
-from ops.admin import GatewayClient
-from ops.audit import audit
-from ops.environments import Endpoint
-from ops.invocations import open_invocations, status_of
-from ops.processes import free_port, poll_until
-from ops.stack import GATEWAY, Stack, asgi_spec, deploy, down
+from ops.base.environments import Endpoint
+from ops.base.processes import free_port, poll_until
+from ops.clients.admin import GatewayClient
+from ops.clients.invocations import open_invocations, status_of
+from ops.operations.audit import audit
+from ops.release.stack import GATEWAY, Stack, asgi_spec, deploy, down
 from tests.conftest import EnvFactory, run_invoke
 from tests.integration.inflight import checkout_in_flight
 

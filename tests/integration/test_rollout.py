@@ -12,17 +12,17 @@ from pathlib import Path
 
 import pytest
 
-from ops import environments
-from ops.audit import audit
+from ops.base import environments
+from ops.base.environments import PROJECT_ROOT, Endpoint
+from ops.base.processes import ProcessManager, free_port
+from ops.base.steps import Status, StepContext
 from ops.chaos import ChaosContext, run_chaos
 from ops.chaos.rollout import rollout, variant_sources
-from ops.checks import CheckFailed
-from ops.environments import PROJECT_ROOT, Endpoint
-from ops.granian import asgi_spec
-from ops.processes import ProcessManager, free_port
-from ops.release import ReleaseOptions
-from ops.stack import Stack, deploy, down
-from ops.steps import Status, StepContext
+from ops.operations.audit import audit
+from ops.release.granian import asgi_spec
+from ops.release.release import ReleaseOptions
+from ops.release.stack import Stack, deploy, down
+from ops.testing.checks import CheckFailed
 from service import settings_names as names
 from tests.conftest import EnvFactory, env_toml, run_invoke
 from tests.integration.inflight import checkout_in_flight

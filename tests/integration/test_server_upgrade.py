@@ -9,12 +9,12 @@ from pathlib import Path
 
 import httpx
 
-from ops import environments
-from ops.environments import PROJECT_ROOT, Environment
-from ops.release import ReleaseOptions
-from ops.runtimes import SERVER
-from ops.server_upgrade import MARKER
-from ops.stack import Stack, deploy, status, status_lines
+from ops.base import environments
+from ops.base.environments import PROJECT_ROOT, Environment
+from ops.release.release import ReleaseOptions
+from ops.release.stack import Stack, deploy, status, status_lines
+from ops.server.runtimes import SERVER
+from ops.server.server_upgrade import MARKER
 
 
 def pinned(stack: Stack, version: str, tmp_path: Path) -> Environment:

@@ -10,8 +10,8 @@ import uuid
 import httpx
 import pytest
 
-from ops.stack import Stack, deploy, down
-from ops.steps import Status
+from ops.base.steps import Status
+from ops.release.stack import Stack, deploy, down
 from tests.conftest import EnvFactory
 
 pytestmark = pytest.mark.integration

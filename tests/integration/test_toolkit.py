@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from ops.environments import PROJECT_ROOT
-from ops.processes import group_alive
-from ops.release import ReleaseOptions
-from ops.stack import GATEWAY, Stack, deploy, down
-from ops.steps import Status
+from ops.base.environments import PROJECT_ROOT
+from ops.base.processes import group_alive
+from ops.base.steps import Status
+from ops.release.release import ReleaseOptions
+from ops.release.stack import GATEWAY, Stack, deploy, down
 from tests.conftest import EnvFactory, run_invoke
 
 pytestmark = pytest.mark.integration

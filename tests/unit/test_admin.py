@@ -1,4 +1,4 @@
-"""Admin API and ingress clients (ops/admin.py) against httpx.MockTransport."""
+"""Admin API and ingress clients (ops/clients/admin.py) against httpx.MockTransport."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from typing import Any
 import httpx
 import pytest
 
-from ops.admin import AdminClient, IngressClient, signature, signature_diff
-from ops.errors import ApiError, TokenRejected
+from ops.base.errors import ApiError, TokenRejected
+from ops.clients.admin import AdminClient, IngressClient, signature, signature_diff
 
 TOKEN = "tok-very-secret-31337"
 ADMIN = "http://admin.test:9070"

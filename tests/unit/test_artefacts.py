@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from ops.artefacts import LOCK, ArtefactError, Artefacts, lock_inputs, lock_is_current, pins
-from ops.environments import PROJECT_ROOT
-from ops.images import debian_mirror
-from ops.stack import Stack
-from ops.versions import Instance, version_id
+from ops.base.environments import PROJECT_ROOT
+from ops.release.artefacts import LOCK, ArtefactError, Artefacts, lock_inputs, lock_is_current, pins
+from ops.release.images import debian_mirror
+from ops.release.stack import Stack
+from ops.release.versions import Instance, version_id
 from tests.unit.test_chaos import LOCAL, env_from
 
 

@@ -1,9 +1,9 @@
-"""The audit's pure decision (`ops.audit.check`): seat histories and charges in,
+"""The audit's pure decision (`ops.operations.audit.check`): seat histories and charges in,
 violations and notes out; no server needed."""
 
 from __future__ import annotations
 
-from ops.audit import check
+from ops.operations.audit import check
 from service.models import TicketState, TicketStatus
 
 

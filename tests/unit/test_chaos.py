@@ -13,13 +13,13 @@ import pytest
 from restate import TerminalError
 
 from ops import chaos
+from ops.base.environments import Environment, load
+from ops.base.errors import NexusError
 from ops.chaos import ChaosContext, run_chaos, select
 from ops.chaos.bad_input import Probe, _j, bad_input_probes, describe, fuzz_probes
 from ops.chaos.gateway import LONG_OUTAGE_S, SHORT_OUTAGE_S, payment_budget_s, service_environ
 from ops.chaos.node_loss import node_loss_scenario
-from ops.checks import Outcome, Skip
-from ops.environments import Environment, load
-from ops.errors import NexusError
+from ops.testing.checks import Outcome, Skip
 from service import settings_names as names
 from service.checkout import parse_checkout
 from service.validation import check_id, holder_from, parse_json, user_id_from

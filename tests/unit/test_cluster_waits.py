@@ -1,4 +1,4 @@
-"""The cluster runtime's waits (ops/cluster.py) notice a dead node at once instead of
+"""The cluster runtime's waits (ops/server/cluster.py) notice a dead node at once instead of
 sitting out their timeout."""
 
 from __future__ import annotations
@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from ops import environments
-from ops.cluster import ClusterRuntime
-from ops.environments import PROJECT_ROOT
-from ops.errors import ProcessError
-from ops.processes import ProcessManager, ProcessSpec
+from ops.base import environments
+from ops.base.environments import PROJECT_ROOT
+from ops.base.errors import ProcessError
+from ops.base.processes import ProcessManager, ProcessSpec
+from ops.server.cluster import ClusterRuntime
 
 
 def cluster_runtime(tmp_path: Path) -> ClusterRuntime:

@@ -16,14 +16,14 @@ from pathlib import Path
 
 import pytest
 
-from ops import environments
-from ops.environments import PROJECT_ROOT, Environment
-from ops.errors import SecretMissing
-from ops.processes import ProcessManager, ProcessSpec, free_port
-from ops.runtimes import ensure_process
-from ops.stack import Stack, status_lines
-from ops.steps import Play, Status, StepContext
-from ops.versions import Instance
+from ops.base import environments
+from ops.base.environments import PROJECT_ROOT, Environment
+from ops.base.errors import SecretMissing
+from ops.base.processes import ProcessManager, ProcessSpec, free_port
+from ops.base.steps import Play, Status, StepContext
+from ops.release.stack import Stack, status_lines
+from ops.release.versions import Instance
+from ops.server.runtimes import ensure_process
 
 KEY = "connect-key-" + "s3cr3t" * 6
 NAME = "nexus-unit"

@@ -19,13 +19,13 @@ from typing import Any
 
 import pytest
 
-from ops import environments
-from ops.environments import Environment
-from ops.errors import ConfigError, NexusError, RuntimeUnavailable
-from ops.processes import free_port
-from ops.runtimes import DockerRuntime, bind_ip, container_name
-from ops.stack import down
-from ops.steps import Status, StepContext
+from ops.base import environments
+from ops.base.environments import Environment
+from ops.base.errors import ConfigError, NexusError, RuntimeUnavailable
+from ops.base.processes import free_port
+from ops.base.steps import Status, StepContext
+from ops.release.stack import down
+from ops.server.docker_runtime import DockerRuntime, bind_ip, container_name
 
 FAKE_DOCKER = """#!{python}
 import json, os, sys
@@ -107,7 +107,7 @@ def docker_state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
     monkeypatch.setenv("FAKE_DOCKER_STATE", str(state))
     # The stand-in health servers hold the ports a real container would bind.
-    monkeypatch.setattr("ops.runtimes.port_free", lambda host, port: True)
+    monkeypatch.setattr("ops.server.docker_runtime.port_free", lambda host, port: True)
     return state
 
 
@@ -271,7 +271,9 @@ def test_localhost_in_the_urls_is_bound_as_127_0_0_1(
     def unresolvable(*args: object) -> None:
         raise OSError("Name or service not known")
 
-    monkeypatch.setattr("ops.runtimes.socket.getaddrinfo", unresolvable)  # no DNS query
+    monkeypatch.setattr(
+        "ops.server.docker_runtime.socket.getaddrinfo", unresolvable
+    )  # no DNS query
     with pytest.raises(ConfigError, match=r"cannot resolve 'ingress\.example'"):
         bind_ip("ingress.example")
 

@@ -1,4 +1,4 @@
-"""Environment inventory (ops/environments.py): TOML files, defaults, errors, secrets."""
+"""Environment inventory (ops/base/environments.py): TOML files, defaults, errors, secrets."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from ops import environments
-from ops.environments import Endpoint, environment_file, load
-from ops.errors import ConfigError, SecretMissing
+from ops.base import environments
+from ops.base.environments import Endpoint, environment_file, load
+from ops.base.errors import ConfigError, SecretMissing
 
 MINIMAL = """
 [restate]

@@ -1,5 +1,5 @@
 """The one exception tree: every error a caller should catch is a NexusError, and the
-tree drawn in ops/errors.py's docstring names every class the module defines."""
+tree drawn in ops/base/errors.py's docstring names every class the module defines."""
 
 from __future__ import annotations
 
@@ -9,8 +9,9 @@ import re
 
 import pytest
 
-from ops import errors, k6
-from ops.checks import CheckFailed, Skip, run_checks
+from ops.base import errors
+from ops.testing import k6
+from ops.testing.checks import CheckFailed, Skip, run_checks
 
 
 def _classes() -> list[type[BaseException]]:

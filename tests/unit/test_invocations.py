@@ -1,4 +1,4 @@
-"""Invocations as read from the admin SQL (ops/invocations.py): parsing, the stuck
+"""Invocations as read from the admin SQL (ops/clients/invocations.py): parsing, the stuck
 classification, selection and rendering, the kill refusal, and the audit's use of it."""
 
 from __future__ import annotations
@@ -10,10 +10,9 @@ from typing import Any
 import httpx
 import pytest
 
-from ops.admin import AdminClient
-from ops.audit import check
-from ops.errors import ConfigError, NexusError
-from ops.invocations import (
+from ops.base.errors import ConfigError, NexusError
+from ops.clients.admin import AdminClient
+from ops.clients.invocations import (
     Selection,
     by_ids,
     check_kill,
@@ -24,6 +23,7 @@ from ops.invocations import (
     ticket_id_of_input,
     with_seats,
 )
+from ops.operations.audit import check
 
 NOW = 1_764_520_000_000  # 2025-11-30T16:26:40Z
 CHECKOUT_ID = "inv_1ebPkxAd0hqz0snLun9SxDg9As64NoXv6v"

@@ -1,4 +1,4 @@
-"""Tests of the k6 runner (ops/k6.py) and, through the real k6 binary, of the k6 scripts."""
+"""Tests of the k6 runner (ops/testing/k6.py) and, through the real k6 binary, of the k6 scripts."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from typing import Any, cast
 
 import pytest
 
-from ops import k6
+from ops.testing import k6
 from tests.streams import CtrlCOnProgress
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -1,4 +1,5 @@
-"""CPU accounting of `invoke bench` (ops/load.py) with real, short-lived processes."""
+"""CPU accounting of `invoke bench` (ops/testing/host_cpu.py, ops/testing/bench.py) with
+real, short-lived processes."""
 
 from __future__ import annotations
 
@@ -8,22 +9,24 @@ import subprocess
 import sys
 import time
 
-from ops import k6
-from ops.audit import AuditReport
-from ops.load import (
+from ops.base.processes import UTIME, proc_stat
+from ops.operations.audit import AuditReport
+from ops.testing import k6
+from ops.testing.bench import (
     BenchRound,
-    LoadResult,
     RefusalPhase,
     bench_figures,
     bench_lines,
     cpu_ms_per_call,
+)
+from ops.testing.host_cpu import (
     cpu_seconds,
     host_cpu_seconds,
     host_share_pct,
     measure_cpu,
     steal_line,
 )
-from ops.processes import UTIME, proc_stat
+from ops.testing.load import LoadResult
 
 # A group leader that sleeps while its child burns CPU: granian's supervisor and worker.
 LEADER = """

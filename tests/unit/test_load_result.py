@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from ops import environments, k6
-from ops import load as loadrun
-from ops.audit import AuditReport
+from ops.base import environments
+from ops.operations.audit import AuditReport
+from ops.testing import flash_sale, k6, runs
+from ops.testing import load as loadrun
 
 
-def run_with(confirmed: int, exit_code: int) -> loadrun.K6Run:
+def run_with(confirmed: int, exit_code: int) -> runs.K6Run:
     outcomes = dict.fromkeys(k6.OUTCOMES, 0) | {"confirmed": confirmed}
     summary = k6.LoadSummary(
         requests=confirmed,
@@ -21,10 +22,10 @@ def run_with(confirmed: int, exit_code: int) -> loadrun.K6Run:
         outcomes=outcomes,
         exit_code=exit_code,
     )
-    return loadrun.K6Run("checkout", summary, "r1", prefix="load-r1:")
+    return runs.K6Run("checkout", summary, "r1", prefix="load-r1:")
 
 
-def audited(monkeypatch: pytest.MonkeyPatch, run: loadrun.K6Run, sold: int) -> loadrun.LoadResult:
+def audited(monkeypatch: pytest.MonkeyPatch, run: runs.K6Run, sold: int) -> loadrun.LoadResult:
     monkeypatch.setattr(loadrun, "audit", lambda env, prefix: AuditReport(checked={"sold": sold}))
     return loadrun.audit_run(environments.load("local"), run)
 
@@ -70,7 +71,7 @@ def test_a_crossed_threshold_is_named_in_the_failure(monkeypatch: pytest.MonkeyP
     ]
 
 
-def sale_run(confirmed: int, seats: int) -> loadrun.K6Run:
+def sale_run(confirmed: int, seats: int) -> runs.K6Run:
     outcomes = dict.fromkeys(k6.OUTCOMES, 0) | {"confirmed": confirmed, "sold_out": 50}
     summary = k6.parse_summary(
         {
@@ -89,13 +90,11 @@ def sale_run(confirmed: int, seats: int) -> loadrun.K6Run:
             },
         }
     )
-    return loadrun.K6Run(
-        "flash-sale", summary, "r1", "sale-r1:", seats=seats, rate=30, duration="5s"
-    )
+    return runs.K6Run("flash-sale", summary, "r1", "sale-r1:", seats=seats, rate=30, duration="5s")
 
 
 def test_a_flash_sale_reports_sellout_and_winners_apart_from_refused_buyers() -> None:
-    sale = loadrun.flash_sale(sale_run(confirmed=20, seats=20))
+    sale = flash_sale.flash_sale(sale_run(confirmed=20, seats=20))
     assert sale.sold_out and sale.sold == 20
     assert sale.sellout_s == pytest.approx(3.4)  # (3402 - 2) ms
     assert sale.winners == {"count": 20, "p50_ms": 120.0, "p99_ms": 380.5}
@@ -106,7 +105,7 @@ def test_a_flash_sale_reports_sellout_and_winners_apart_from_refused_buyers() ->
 
 def test_a_flash_sale_that_did_not_sell_out_fails_and_says_so() -> None:
     run = sale_run(confirmed=17, seats=20)
-    sale = loadrun.flash_sale(run)
+    sale = flash_sale.flash_sale(run)
     assert not sale.sold_out and sale.sellout_s is None
     result = loadrun.LoadResult(run.summary, AuditReport(checked={"sold": 17}), "r1", sale)
     assert result.problems() == [

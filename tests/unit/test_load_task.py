@@ -10,9 +10,9 @@ import pytest
 from invoke import Exit, MockContext
 
 import tasks
-from ops import k6
-from ops import load as loadrun
-from ops.audit import AuditReport
+from ops.operations.audit import AuditReport
+from ops.testing import k6, runs
+from ops.testing import load as loadrun
 
 
 @pytest.fixture
@@ -20,18 +20,18 @@ def drive_calls(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
     """Every drive() the task makes, by its keyword arguments; the run itself passes."""
     calls: list[dict[str, Any]] = []
 
-    def fake_drive(env: object, **kwargs: Any) -> loadrun.K6Run:
+    def fake_drive(env: object, **kwargs: Any) -> runs.K6Run:
         calls.append(kwargs)
         summary = k6.LoadSummary(
             requests=1, duration_s=1.0, checkouts_per_s=1.0, p50_ms=1, p95_ms=1, p99_ms=1
         )
-        return loadrun.K6Run(kwargs.get("script", "checkout"), summary, "r1", "load-r1:")
+        return runs.K6Run(kwargs.get("script", "checkout"), summary, "r1", "load-r1:")
 
-    def fake_audit(env: object, run: loadrun.K6Run) -> loadrun.LoadResult:
+    def fake_audit(env: object, run: runs.K6Run) -> loadrun.LoadResult:
         return loadrun.LoadResult(run.summary, AuditReport(), run.run_id)
 
-    monkeypatch.setattr(tasks.ops.load, "drive", fake_drive)
-    monkeypatch.setattr(tasks.ops.load, "audit_run", fake_audit)
+    monkeypatch.setattr(tasks.ops.testing.runs, "drive", fake_drive)
+    monkeypatch.setattr(tasks.ops.testing.load, "audit_run", fake_audit)
     return calls
 
 

@@ -10,19 +10,19 @@ from typing import Any
 import pytest
 from invoke import Config, Exit, MockContext
 
-import ops.node_replace
+import ops.operations.node_replace
 import tasks
-from ops import environments
+from ops.base import environments
+from ops.base.environments import PROJECT_ROOT, Environment
+from ops.base.errors import ConfigError
+from ops.base.processes import ProcessManager
 from ops.chaos.base import ChaosContext
 from ops.chaos.node_replace import node_replace_scenario
-from ops.checks import Skip
-from ops.cluster import ClusterRuntime, node_config
-from ops.cluster_members import Member, Members, load_members, members_file, save_members
-from ops.environments import PROJECT_ROOT, Environment
-from ops.errors import ConfigError
-from ops.node_replace import ReplaceRefused, _metadata_members, plan, resolve_slot
-from ops.object_store import ACCESS_KEY_ID
-from ops.processes import ProcessManager
+from ops.operations.node_replace import ReplaceRefused, _metadata_members, plan, resolve_slot
+from ops.server.cluster import ClusterRuntime, node_config
+from ops.server.cluster_members import Member, Members, load_members, members_file, save_members
+from ops.server.object_store import ACCESS_KEY_ID
+from ops.testing.checks import Skip
 
 CLUSTER = (PROJECT_ROOT / "environments" / "cluster.toml").read_text()
 
@@ -171,7 +171,7 @@ def test_dry_runs_snapshot_and_replace_node_as_check(
         seen.update(kwargs)
         return type("P", (), {"failed": False})()
 
-    monkeypatch.setattr(ops.node_replace, name, fake_play)
+    monkeypatch.setattr(ops.operations.node_replace, name, fake_play)
     dry = MockContext(config=Config(overrides={"run": {"dry": True}}))
     getattr(tasks, name)(dry, env="cluster", **({"node": "2"} if name == "replace_node" else {}))
     assert seen["check"] is True

@@ -1,4 +1,4 @@
-"""Background processes (ops/processes.py) with real, short-lived Python children."""
+"""Background processes (ops/base/processes.py) with real, short-lived Python children."""
 
 from __future__ import annotations
 
@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from ops.errors import PortInUse, ProcessError
-from ops.processes import (
+from ops.base.errors import PortInUse, ProcessError
+from ops.base.processes import (
     PGRP,
     STATE,
     ProcessManager,
@@ -30,8 +30,8 @@ from ops.processes import (
     proc_stat,
     proc_stats,
 )
-from ops.runtimes import stop_step
-from ops.steps import Status, StepContext
+from ops.base.steps import Status, StepContext
+from ops.server.runtimes import stop_step
 
 SERVER = (
     "import http.server, sys\n"

@@ -1,4 +1,4 @@
-"""Retries of safe admin and ingress calls (ops/admin.py `_Client.request`): against a
+"""Retries of safe admin and ingress calls (ops/clients/admin.py `_Client.request`): against a
 real HTTP stand-in on 127.0.0.1 that answers 429 and then 200, and against
 MockTransport for the budget's edges."""
 
@@ -14,9 +14,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import httpx
 import pytest
 
-from ops.admin import AdminClient, IngressClient, retry_after_s
-from ops.errors import ApiError
-from ops.processes import free_port
+from ops.base.errors import ApiError
+from ops.base.processes import free_port
+from ops.clients.admin import AdminClient, IngressClient, retry_after_s
 
 
 class StandIn(ThreadingHTTPServer):

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from ops.rollout import Deployment, Facts, Plan, breaking_changes, decide
-from ops.versions import Instance, remove_snapshot, snapshot, version_id
+from ops.release.rollout import Deployment, Facts, Plan, breaking_changes, decide
+from ops.release.versions import Instance, remove_snapshot, snapshot, version_id
 
 OLD, NEW = "a" * 10, "b" * 10
 I_OLD, I_NEW, I_NEW2 = Instance(OLD, 9080), Instance(NEW, 9082), Instance(NEW, 9083)

@@ -6,11 +6,11 @@ import sys
 import time
 from pathlib import Path
 
-from ops import environments
-from ops.processes import ProcessManager, ProcessSpec
-from ops.runtimes import READY_GRACE_S, ensure_process, partitions_note
-from ops.server_config import server_config
-from ops.steps import Status, StepContext
+from ops.base import environments
+from ops.base.processes import ProcessManager, ProcessSpec
+from ops.base.steps import Status, StepContext
+from ops.server.runtimes import READY_GRACE_S, ensure_process, partitions_note
+from ops.server.server_config import server_config
 from tests.conftest import env_toml
 
 

@@ -1,4 +1,5 @@
-"""The flash sale's refusals split at the sell-out (ops/load.py), from k6's CSV samples."""
+"""The flash sale's refusals split at the sell-out (ops/testing/flash_sale.py), from k6's
+CSV samples."""
 
 from __future__ import annotations
 
@@ -6,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from ops.errors import NexusError
-from ops.load import latency_group, sale_phases
+from ops.base.errors import NexusError
+from ops.testing.flash_sale import latency_group, sale_phases
 
 HEADER = "metric_name,timestamp,metric_value,check,error,extra_tags\n"
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from ops.errors import NexusError
-from ops.server_upgrade import Marker, judge, markers, parse_version
+from ops.base.errors import NexusError
+from ops.server.server_upgrade import Marker, judge, markers, parse_version
 
 
 def marker(current: str, max_: str | None = None, min_forward: str = "1.6.0") -> Marker:

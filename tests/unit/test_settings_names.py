@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from ops.images import DOCKERFILE
-from ops.service_containers import ServiceContainers
-from ops.stack import Stack
-from ops.versions import Instance
+from ops.release.images import DOCKERFILE
+from ops.release.service_containers import ServiceContainers
+from ops.release.stack import Stack
+from ops.release.versions import Instance
 from service import settings_names as names
 from service.config import Settings
 from tests.unit.test_chaos import LOCAL, env_from

@@ -17,14 +17,14 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from ops import environments
-from ops.environments import PROJECT_ROOT, Environment
-from ops.errors import ConfigError, SecretMissing
-from ops.processes import free_port
-from ops.server_config import server_config
-from ops.signing import base58, ensure_key_pair, key_id
-from ops.stack import Stack, status_lines
-from ops.steps import Status, StepContext
+from ops.base import environments
+from ops.base.environments import PROJECT_ROOT, Environment
+from ops.base.errors import ConfigError, SecretMissing
+from ops.base.processes import free_port
+from ops.base.signing import base58, ensure_key_pair, key_id
+from ops.base.steps import Status, StepContext
+from ops.release.stack import Stack, status_lines
+from ops.server.server_config import server_config
 from tests.conftest import env_toml
 
 ALPHABET = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"

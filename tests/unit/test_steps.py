@@ -1,4 +1,4 @@
-"""Ansible-style plays (ops/steps.py): a line per step, a recap, check mode and diffs."""
+"""Ansible-style plays (ops/base/steps.py): a line per step, a recap, check mode and diffs."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from ops import steps
-from ops.errors import ConfigError, NexusError, NotConverged
-from ops.steps import Play, Result, Status, StepContext
+from ops.base import steps
+from ops.base.errors import ConfigError, NexusError, NotConverged
+from ops.base.steps import Play, Result, Status, StepContext
 
 
 class Tty(io.StringIO):

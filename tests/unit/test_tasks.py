@@ -13,7 +13,9 @@ from typing import Any
 import pytest
 from invoke import Collection, Config, Exit, MockContext, Result, Task
 
-import ops.load
+import ops.testing.bench
+import ops.testing.load
+import ops.testing.runs
 import tasks
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -152,7 +154,7 @@ def test_a_bench_with_a_bad_phase_prints_why_and_exits_non_zero(
         "cpu_saga_s": phase,
         "cpu_checkout_s": phase,
     }
-    monkeypatch.setattr(ops.load, "bench", lambda *args, **kwargs: figures)
+    monkeypatch.setattr(ops.testing.bench, "bench", lambda *args, **kwargs: figures)
     with pytest.raises(Exit) as exited:
         tasks.bench(MockContext())
     assert exited.value.code == 1
@@ -180,7 +182,7 @@ def test_load_refuses_a_bad_gateway_latency_before_running_anything(
     def no_run(*args: object, **kwargs: object) -> None:
         raise AssertionError("k6 must not start")
 
-    monkeypatch.setattr(ops.load, "drive", no_run)
+    monkeypatch.setattr(ops.testing.runs, "drive", no_run)
     with pytest.raises(Exit) as exited:
         tasks.load(MockContext(), gateway_latency=value)
     assert exited.value.code == 2
@@ -196,7 +198,7 @@ def test_load_refuses_a_gateway_latency_for_a_gateway_it_does_not_run(
         'admin_url = "http://127.0.0.1:2"\ntoken_env = ""\n'
         '[service]\nmode = "url"\nurl = "http://127.0.0.1:3"\n'
     )
-    monkeypatch.setattr(ops.load, "drive", lambda *a, **k: pytest.fail("k6 started"))
+    monkeypatch.setattr(ops.testing.runs, "drive", lambda *a, **k: pytest.fail("k6 started"))
     with pytest.raises(Exit) as exited:
         tasks.load(MockContext(), env=str(hosted), gateway_latency="500")
     assert "needs the mock gateway; hosted's gateway is external" in str(exited.value.message)
@@ -235,7 +237,7 @@ def test_dry_runs_deploy_and_down_as_check(name: str, monkeypatch: pytest.Monkey
         seen.update(kwargs)
         return type("P", (), {"failed": False})()
 
-    monkeypatch.setattr(tasks.ops.stack, name, fake_play)
+    monkeypatch.setattr(tasks.ops.release.stack, name, fake_play)
     getattr(tasks, name)(dry_context())
     assert seen["check"] is True
     seen.clear()
@@ -245,7 +247,7 @@ def test_dry_runs_deploy_and_down_as_check(name: str, monkeypatch: pytest.Monkey
 
 def test_dry_runs_cancel_as_check(monkeypatch: pytest.MonkeyPatch) -> None:
     """Under --dry, cancel names what it would end and calls no cancel."""
-    from ops import invocations as inv_mod
+    from ops.clients import invocations as inv_mod
 
     stuck = inv_mod.from_row(
         {

@@ -1,13 +1,13 @@
 // Shared pieces of the Nexus k6 scripts: configuration from NEXUS_* environment variables,
 // request helpers, the outcome classification rule and the machine-readable summary.
-// Local module only (no remote imports). Mirrors ops/k6.py: keep classify() in step with it.
+// Local module only (no remote imports). Mirrors ops/testing/k6.py: keep classify() in step with it.
 import { sleep } from 'k6';
 import http from 'k6/http';
 import { Counter, Trend } from 'k6/metrics';
 
 export const OUTCOMES = ['confirmed', 'sold_out', 'declined', 'gateway_error', 'unexpected'];
 
-// Trend stats that land in the summary JSON; ops/k6.py reads p(50), p(95) and p(99).
+// Trend stats that land in the summary JSON; ops/testing/k6.py reads p(50), p(95) and p(99).
 export const SUMMARY_TREND_STATS = ['avg', 'min', 'med', 'max', 'p(50)', 'p(90)', 'p(95)', 'p(99)', 'count'];
 
 const MIXES = {
@@ -53,7 +53,7 @@ function choice(name, fallback, allowed) {
 
 /**
  * The thresholds of a script: its own defaults plus the user's from NEXUS_THRESHOLDS
- * (JSON {metric: [expression, ...]}, built by ops/k6.py), all checked by k6 itself.
+ * (JSON {metric: [expression, ...]}, built by ops/testing/k6.py), all checked by k6 itself.
  */
 export function thresholds(defaults) {
   const merged = {};
@@ -206,7 +206,7 @@ export function baseUrl() {
   return CONFIG.baseUrls[(__VU + __ITER) % CONFIG.baseUrls.length];
 }
 
-/** Twin of ops.k6.classify: the business outcome of one checkout answer. */
+/** Twin of ops.testing.k6.classify: the business outcome of one checkout answer. */
 export function classify(status, body) {
   const text = typeof body === 'string' ? body : '';
   switch (status) {

@@ -1,0 +1,287 @@
+"""`runtime = "cluster"`: several restate-server nodes on this machine forming one
+Restate cluster (replicated metadata and log), the way a production cluster or Restate
+Cloud runs, scaled down to loopback."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from ops.base.environments import Environment
+from ops.base.errors import NexusError, ProcessError, RuntimeUnavailable
+from ops.base.processes import ProcessManager, ProcessSpec, http_ready
+from ops.base.steps import Result, StepContext, StepFn
+from ops.server.cluster_members import Member, load_members
+from ops.server.object_store import STORE, ObjectStore, snapshot_config
+from ops.server.object_store import status_lines as snapshot_status
+from ops.server.runtimes import BinaryRuntime, npm_install, stop_step, unified, wait_until
+from ops.server.server_config import Membership, ServerNode, restate_config
+
+RESTATECTL = "@restatedev/restatectl"
+
+
+@dataclass(frozen=True)
+class Node:
+    """One cluster member's identity and addresses."""
+
+    index: int  # 1-based slot: its ports and its process
+    host: str
+    ingress_port: int
+    admin_port: int
+    node_port: int
+    member: Member | None = None  # who is in the slot; None: its first node
+
+    @property
+    def identity(self) -> Member:
+        return self.member or Member(self.index)
+
+    @property
+    def name(self) -> str:
+        return self.identity.name
+
+    @property
+    def id(self) -> int:
+        """Its forced node id: the slot's number, or a fresh one after a replacement."""
+        return self.identity.id
+
+    @property
+    def process(self) -> str:
+        return f"restate-n{self.index}"
+
+    @property
+    def ingress_url(self) -> str:
+        return f"http://{self.host}:{self.ingress_port}"
+
+    @property
+    def admin_url(self) -> str:
+        return f"http://{self.host}:{self.admin_port}"
+
+    @property
+    def address(self) -> str:
+        return f"http://{self.host}:{self.node_port}/"
+
+
+def nodes(env: Environment) -> list[Node]:
+    """The environment's nodes, from `[cluster]` ports (or the defaults) and the slots'
+    members (`ops.server.cluster_members`)."""
+    host = env.ingress.host
+    members = load_members(env.state_dir)
+    ports = zip(
+        env.cluster_ports("ingress"),
+        env.cluster_ports("admin"),
+        env.cluster_ports("node"),
+        strict=True,
+    )
+    return [
+        Node(i, host, ing, adm, nod, members.slots.get(i))
+        for i, (ing, adm, nod) in enumerate(ports, start=1)
+    ]
+
+
+def node_config(env: Environment, node: Node, members: list[Node]) -> str:
+    """restate-server's config for one node: the first provisions the cluster (never a
+    replacement, which joins the cluster that exists)."""
+    membership = Membership(
+        node_id=node.id,
+        provisions=node.index == 1 and node.member is None,
+        metadata_addresses=tuple(m.address for m in members),
+        snapshots=tuple(snapshot_config(env)),
+    )
+    server = ServerNode(
+        name=node.name,
+        data_dir=env.state_dir / "data" / node.name,
+        node_bind=f"{node.host}:{node.node_port}",
+        ingress_bind=f"{node.host}:{node.ingress_port}",
+        admin_bind=f"{node.host}:{node.admin_port}",
+        membership=membership,
+    )
+    return restate_config(env, server)
+
+
+class ClusterRuntime:
+    """N managed restate-server processes and the pinned restatectl to inspect them."""
+
+    def __init__(self, env: Environment, procs: ProcessManager) -> None:
+        self.env = env
+        self.procs = procs
+        self.single = BinaryRuntime(env, procs)
+        self.nodes = nodes(env)
+        self.store = ObjectStore(env, procs)
+
+    @property
+    def restatectl(self) -> Path:
+        arch = self.single.binary.parent.parent.name.rsplit("-", 1)[-1]
+        pkg = f"restatectl-linux-{arch}"
+        return self.env.npm_dir / "node_modules" / "@restatedev" / pkg / "bin" / "restatectl"
+
+    def processes(self) -> list[str]:
+        return [n.process for n in self.nodes] + [STORE]
+
+    def deploy_steps(self) -> list[tuple[str, StepFn]]:
+        return [("install", self.install), ("snapshot-store", self.store.step),
+                ("cluster", self.cluster)]  # fmt: skip
+
+    def down_steps(self, purge: bool) -> list[tuple[str, StepFn]]:
+        steps = [(n.name, stop_step(self.procs, n.process)) for n in reversed(self.nodes)]
+        return [*steps, ("snapshot-store", stop_step(self.procs, STORE))]
+
+    def install(self, ctx: StepContext) -> Result:
+        """restate-server and restatectl, both at the pinned version."""
+        result = self.single.install(ctx)
+        if self.restatectl.is_file():
+            return result
+        version = self.env.settings.restate.version
+        if ctx.check:
+            return Result.changed(f"would install {RESTATECTL}@{version} with npm")
+        npm_install(self.env.npm_dir, f"{RESTATECTL}@{version}", self.restatectl)
+        return Result.changed(f"installed restate-server and {RESTATECTL} {version}")
+
+    def config_file(self, node: Node) -> Path:
+        return self.env.state_dir / f"restate-{node.name}.toml"
+
+    def spec(self, node: Node) -> ProcessSpec:
+        config = node_config(self.env, node, self.nodes)
+        return ProcessSpec(
+            name=node.process,
+            argv=[
+                str(self.single.binary),
+                "--config-file",
+                str(self.config_file(node)),
+                "--no-logo",
+            ],
+            cwd=self.env.state_dir,
+            ports=[
+                (node.host, node.ingress_port),
+                (node.host, node.admin_port),
+                (node.host, node.node_port),
+            ],
+            ready=http_ready(f"{node.admin_url}/health"),
+            inputs=config,
+            ready_timeout=90.0,
+        )
+
+    def cluster(self, ctx: StepContext) -> Result:
+        """Every node running with its config; every partition led; every ingress up."""
+        started: list[str] = []
+        diff: list[str] = []
+        pending: list[tuple[Node, ProcessSpec]] = []
+        for node in self.nodes:
+            spec = self.spec(node)
+            wanted = node_config(self.env, node, self.nodes)
+            path = self.config_file(node)
+            current = path.read_text() if path.is_file() else ""
+            info = self.procs.info(node.process)
+            if info.alive and info.fingerprint == spec.fingerprint():
+                continue
+            diff += unified(current, wanted, str(path)) if current != wanted else []
+            diff.append(f"{node.process}: {'restart' if info.alive else 'stopped → running'}")
+            pending.append((node, spec))
+        if ctx.check:
+            if pending:
+                names = ", ".join(n.name for n, _ in pending)
+                return Result.changed(f"would start or restart nodes {names}", diff)
+            return Result.ok(f"{len(self.nodes)} nodes running")
+        # Start every pending node before waiting on any: a node is healthy only once it
+        # can reach the metadata quorum, which needs the others.
+        for node, spec in pending:
+            self.procs.stop(node.process)
+            path = self.config_file(node)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(node_config(self.env, node, self.nodes))
+            (self.env.state_dir / "data" / node.name).mkdir(parents=True, exist_ok=True)
+            self.procs.start(spec, wait=False)
+            started.append(node.name)
+        for node, spec in pending:
+            info = self.procs.info(node.process)
+            assert info.pid is not None
+            self.procs.wait_ready(spec, info.pid)
+        leaders = self.wait_for_leaders(120.0)
+        for node in self.nodes:
+            wait_until(
+                self.while_alive(http_ready(f"{node.ingress_url}/restate/health")),
+                60.0,
+                f"{node.name}'s ingress did not become ready within 60s",
+            )
+        message = f"{len(self.nodes)} nodes, {leaders} partitions led"
+        if started:
+            return Result.changed(f"started {', '.join(started)}: {message}", diff)
+        return Result.ok(message)
+
+    def partition_leaders(self) -> dict[int, str]:
+        """Partition id → leader node, from restatectl's cluster tables."""
+        sql = (
+            "SELECT partition_id, plain_node_id FROM partition_state"
+            " WHERE effective_mode = 'Leader' ORDER BY partition_id"
+        )
+        addresses = [arg for n in self.nodes for arg in ("-s", n.address)]
+        try:
+            proc = subprocess.run(
+                [str(self.restatectl), *addresses, "sql", "--json", sql],
+                capture_output=True,
+                text=True,
+                timeout=20,
+                check=False,
+            )
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            raise RuntimeUnavailable(f"restatectl did not answer: {exc}") from None
+        if proc.returncode != 0:
+            return {}
+        try:
+            rows = json.loads(proc.stdout or "[]")
+        except ValueError:
+            return {}
+        return {int(r["partition_id"]): str(r["plain_node_id"]) for r in rows}
+
+    def check_alive(self) -> None:
+        """Fail at once, naming the node and its log, when a node's process has died:
+        a wait for leaders or readiness would otherwise sit out its whole timeout."""
+        for node in self.nodes:
+            if not self.procs.info(node.process).alive:
+                tail = self.procs.tail(node.process)
+                raise ProcessError(
+                    f"{node.name} ({node.process}) is not running:\n{tail}",
+                    log=self.procs.log_file(node.process),
+                )
+
+    def while_alive(self, probe: Callable[[], bool]) -> Callable[[], bool]:
+        """`probe`, failing at once (`check_alive`) when a node has died."""
+
+        def checked() -> bool:
+            self.check_alive()
+            return probe()
+
+        return checked
+
+    def wait_for_leaders(self, timeout: float) -> int:
+        want = self.env.settings.restate.partitions
+        deadline = time.monotonic() + timeout
+        leaders: dict[int, str] = {}
+        while time.monotonic() < deadline:
+            self.check_alive()
+            leaders = self.partition_leaders()
+            if len(leaders) >= want:
+                return len(leaders)
+            time.sleep(0.5)
+        raise NexusError(
+            f"only {len(leaders)} of {want} partitions have a leader after {timeout:g}s"
+        )
+
+    def status_lines(self) -> list[str]:
+        """Nodes with health and PIDs, and who leads each partition."""
+        lines = ["cluster nodes"]
+        for node in self.nodes:
+            info = self.procs.info(node.process)
+            healthy = http_ready(f"{node.admin_url}/health")() if info.alive else False
+            state = "healthy" if healthy else ("running" if info.alive else "stopped")
+            lines.append(
+                f"  {node.name} (N{node.id})  {state:<8} pid {info.pid}  ingress {node.ingress_url}"
+                f"  admin {node.admin_url}  node {node.address}"
+            )
+        leaders = self.partition_leaders() if self.restatectl.is_file() else {}
+        led = ", ".join(f"p{p}→{n}" for p, n in sorted(leaders.items())) or "unknown"
+        lines.append(f"  partition leaders: {led}")
+        return [*lines, *snapshot_status(self.store, self.env.settings.restate.partitions)]

@@ -1,0 +1,182 @@
+"""The server's own version changes: read what the data allows before anything stops.
+
+restate-server writes its compatibility window into `<base-dir>/<node-name>/.cluster-marker`
+and refuses, at start, data outside it. Deploy used to find that out by stopping the
+running server and watching the new binary exit. The upgrade step reads every node's
+marker first and refuses a target the data rules out, so the running server keeps
+serving; a target the data allows is shown as a plan (from, to, what restarts in which
+order) by `deploy --check --diff`, and carried out by the server step after it."""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ops.base.environments import Environment
+from ops.base.errors import NexusError
+from ops.base.steps import Result, StepContext, StepFn
+
+MARKER = ".cluster-marker"
+Version = tuple[int, int, int]
+
+
+class UpgradeRefused(NexusError):
+    """The data on disk rules out the target version (nothing was stopped)."""
+
+
+def parse_version(text: str) -> Version:
+    """`1.7.12` (a suffix such as `-dev` is ignored) as a comparable triple."""
+    match = re.match(r"^\s*v?(\d+)\.(\d+)\.(\d+)", text)
+    if match is None:
+        raise NexusError(f"not a restate-server version: {text!r} (expected X.Y.Z)")
+    major, minor, patch = (int(part) for part in match.groups())
+    return major, minor, patch
+
+
+def show(version: Version) -> str:
+    return ".".join(str(part) for part in version)
+
+
+@dataclass(frozen=True)
+class Marker:
+    """One node's `.cluster-marker`: which versions wrote its data, which may open it."""
+
+    node: str
+    current: Version  # the version that last ran on this data
+    max: Version  # the newest version that ever ran on it
+    min_forward: Version  # the oldest version that may open it
+
+    @classmethod
+    def from_record(cls, node: str, data: dict[str, Any]) -> Marker:
+        """From the marker's own JSON, or from a `record()` (KeyError, ValueError if bad)."""
+        current = parse_version(str(data["current_version"]))
+        return cls(
+            node=node,
+            current=current,
+            max=parse_version(str(data.get("max_version", show(current)))),
+            min_forward=parse_version(
+                str(data.get("min_forward_compatible_version", show(current)))
+            ),
+        )
+
+    @classmethod
+    def read(cls, path: Path) -> Marker:
+        try:
+            return cls.from_record(path.parent.name, json.loads(path.read_text()))
+        except (OSError, ValueError, KeyError) as exc:
+            raise NexusError(f"unreadable data marker {path}: {exc}") from exc
+
+    def record(self) -> dict[str, str]:
+        """The marker as plain data, with its node (for status and backup manifests)."""
+        return {
+            "node": self.node,
+            "current_version": show(self.current),
+            "max_version": show(self.max),
+            "min_forward_compatible_version": show(self.min_forward),
+        }
+
+
+def markers(state_dir: Path) -> list[Marker]:
+    """Every node's marker under the environment's data directory, where each runtime keeps
+    `<base-dir>/<node-name>/` (none: no data yet). Only `data/` is searched: the state
+    directory also holds every version's virtualenv."""
+    data = state_dir / "data"
+    if not data.is_dir():
+        return []
+    return [Marker.read(path) for path in sorted(data.rglob(MARKER))]
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What a target version means for one node's data."""
+
+    kind: str  # "same", "upgrade", "downgrade" or "refused"
+    reason: str
+
+
+def judge(target: Version, marker: Marker, *, allow_downgrade: bool) -> Verdict:
+    """Restate's rules: one minor at a time, never below the data's window, and a
+    rollback only when asked for."""
+    node = marker.node
+    if target < marker.min_forward:
+        return Verdict(
+            "refused",
+            f"node {node}: restate-server {show(target)} cannot open its data, which"
+            f" requires >= {show(marker.min_forward)} (last written by"
+            f" {show(marker.current)}); pin {show(marker.current)} or a version"
+            f" >= {show(marker.min_forward)}",
+        )
+    major, minor = marker.max[0], marker.max[1]
+    next_minor = (major, minor + 1)
+    if target[:2] > next_minor and not (target[0] == major + 1 and target[1] == 0):
+        return Verdict(
+            "refused",
+            f"node {node}: {show(target)} skips a minor version past the newest that ran"
+            f" on its data ({show(marker.max)}); upgrade one minor at a time: first"
+            f" {major}.{minor + 1}.x, then on from there",
+        )
+    if target == marker.current:
+        return Verdict("same", f"node {node}: data written by {show(marker.current)}")
+    if target < marker.current:
+        if not allow_downgrade:
+            return Verdict(
+                "refused",
+                f"node {node}: {show(target)} is a rollback from {show(marker.current)};"
+                f" the data allows it (it opens with >= {show(marker.min_forward)}):"
+                " pass --allow-downgrade to roll back",
+            )
+        return Verdict(
+            "downgrade",
+            f"node {node}: roll back {show(marker.current)} → {show(target)}, keeping its"
+            f" data (it opens with >= {show(marker.min_forward)}; the older server"
+            " rewrites the marker)",
+        )
+    return Verdict("upgrade", f"node {node}: {show(marker.current)} → {show(target)}")
+
+
+def plan_lines(env: Environment, found: list[Marker], verdicts: list[Verdict]) -> list[str]:
+    """The plan `deploy --check --diff` shows: from, to, the data's versions, the order."""
+    target = env.settings.restate.version
+    lines = [f"restate-server upgrade plan: → {target} ({env.runtime} runtime)"]
+    for marker, verdict in zip(found, verdicts, strict=True):
+        lines.append(
+            f"  data of {marker.node}: current {show(marker.current)}, newest"
+            f" {show(marker.max)}, opens with >= {show(marker.min_forward)}: {verdict.kind}"
+        )
+    if env.runtime == "cluster":
+        order = ", ".join(m.node for m in found)
+        lines.append(f"  restarts one node at a time, in order: {order}")
+    else:
+        lines.append("  restarts: restate-server stops gracefully, starts on the same data")
+    lines.append("  then: the service re-registers, a smoke call checks it")
+    lines.append("  backup: none is taken by deploy; copy the state directory's data first")
+    return lines
+
+
+def upgrade_step(env: Environment, *, allow_downgrade: bool) -> StepFn:
+    """A step before the server's: ok when the data was written by the target version
+    (or there is none), changed with a plan when it allows the target, failed (and
+    nothing stopped) when it rules it out."""
+
+    def step(ctx: StepContext) -> Result:
+        target = parse_version(env.settings.restate.version)
+        found = markers(env.state_dir)
+        if not found:
+            return Result.ok(f"no server data yet; {show(target)} starts fresh")
+        verdicts = [judge(target, m, allow_downgrade=allow_downgrade) for m in found]
+        refused = [v.reason for v in verdicts if v.kind == "refused"]
+        if refused:
+            raise UpgradeRefused(
+                f"restate-server {show(target)} refused, nothing stopped: " + "; ".join(refused)
+            )
+        if all(v.kind == "same" for v in verdicts):
+            return Result.ok(f"data written by {show(target)} on {len(found)} node(s)")
+        lines = plan_lines(env, found, verdicts)
+        kinds = sorted({v.kind for v in verdicts if v.kind != "same"})
+        verb = "would " if ctx.check else ""
+        return Result.changed(f"{verb}{'/'.join(kinds)} to {show(target)}", lines)
+
+    return step

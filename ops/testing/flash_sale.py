@@ -1,0 +1,222 @@
+"""`invoke load --script flash-sale`: the sale's own figures (seats sold, time to sell
+out, refusals before and after the sell-out) and checks (one charge per seat sold)."""
+
+from __future__ import annotations
+
+import csv
+import math
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ops.base.environments import Environment
+from ops.base.errors import NexusError
+from ops.clients.admin import AdminClient
+from ops.operations.audit import AuditReport, read_charges, read_tickets
+from ops.testing.runs import K6Run
+from service.models import TicketStatus
+
+
+@dataclass
+class FlashSale:
+    """What a flash sale offered, and how its seats went (from k6's summary)."""
+
+    seats: int
+    rate: int
+    duration: str
+    sold: int  # winners: confirmed answers
+    sellout_s: float | None  # first request to the last winner's answer; None: not sold out
+    winners: dict[str, float] = field(default_factory=dict)  # count, p50_ms, p99_ms
+    refused: dict[str, float] = field(default_factory=dict)
+    # the refused buyers apart: those who arrived before the last winner's answer, and after
+    refused_before_sellout: dict[str, float] = field(default_factory=dict)
+    refused_after_sellout: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def sold_out(self) -> bool:
+        return self.sold >= self.seats
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "seats": self.seats,
+            "rate": self.rate,
+            "sale_duration": self.duration,
+            "sold": self.sold,
+            "sold_out": self.sold_out,
+            "sellout_s": self.sellout_s,
+            "winners": dict(self.winners),
+            "refused": dict(self.refused),
+            "refused_before_sellout": dict(self.refused_before_sellout),
+            "refused_after_sellout": dict(self.refused_after_sellout),
+        }
+
+    def lines(self) -> list[str]:
+        def latency(group: dict[str, float]) -> str:
+            if not group.get("count"):
+                return "none"
+            count = f"{group['count']:.0f}"
+            return f"p50 {group['p50_ms']:.1f} ms   p99 {group['p99_ms']:.1f} ms   ({count})"
+
+        sellout = (
+            f"sold out in {self.sellout_s:.2f} s" if self.sellout_s is not None else "NOT sold out"
+        )
+        return [
+            f"flash sale       {self.seats} seats, {self.rate} buyers/s for {self.duration}",
+            f"sold             {self.sold} of {self.seats}   {sellout}",
+            f"winners (200)    {latency(self.winners)}",
+            f"refused (409)    {latency(self.refused)}",
+            f"  before sellout {latency(self.refused_before_sellout)}",
+            f"  after sellout  {latency(self.refused_after_sellout)}",
+        ]
+
+
+def flash_sale(run: K6Run) -> FlashSale:
+    """The sale's figures from k6's summary: seats sold, time to sell out, and the
+    latency of winners (200) and refused buyers (409) apart."""
+    summary = run.summary
+    sold = summary.outcomes["confirmed"]
+    first = summary.values("sale_first_request_ms")
+    last = summary.values("sale_last_sold_ms")
+    sellout_s = None
+    if sold >= run.seats > 0 and "min" in first and "max" in last:
+        sellout_s = round((float(last["max"]) - float(first["min"])) / 1000.0, 3)
+    none = {"count": 0, "p50_ms": 0.0, "p99_ms": 0.0}
+    before, after = sale_phases(run.samples_csv, sold_out=sold >= run.seats > 0)
+    return FlashSale(
+        seats=run.seats,
+        rate=run.rate or 0,
+        duration=run.duration,
+        sold=sold,
+        sellout_s=sellout_s,
+        winners=dict(summary.latency_by_outcome.get("confirmed", none)),
+        refused=dict(summary.latency_by_outcome.get("sold_out", none)),
+        refused_before_sellout=before,
+        refused_after_sellout=after,
+    )
+
+
+# --- the flash sale's refusals before and after the sell-out ----------------------------
+
+#: The per-outcome trends of lib/outcomes.js whose samples split the sale.
+WINNER_TREND, REFUSED_TREND = "checkout_duration_confirmed", "checkout_duration_sold_out"
+
+
+def sale_answers(path: Path) -> tuple[list[tuple[int, float]], list[tuple[int, float]]]:
+    """(answer time in epoch ms, duration in ms) of every winner and every refused buyer,
+    from k6's CSV samples (timestamps in unix_milli)."""
+    winners: list[tuple[int, float]] = []
+    refused: list[tuple[int, float]] = []
+    with path.open(newline="") as fh:
+        rows = csv.reader(fh)
+        header = next(rows, [])
+        try:
+            name, stamp, value = (
+                header.index(c) for c in ("metric_name", "timestamp", "metric_value")
+            )
+        except ValueError:
+            raise NexusError(f"{path}: not a k6 CSV output (header {header[:3]})") from None
+        for row in rows:
+            if row[name] == WINNER_TREND:
+                winners.append((int(row[stamp]), float(row[value])))
+            elif row[name] == REFUSED_TREND:
+                refused.append((int(row[stamp]), float(row[value])))
+    return winners, refused
+
+
+def sale_phases(path: Path | None, *, sold_out: bool) -> tuple[dict[str, float], dict[str, float]]:
+    """Latency of the refused buyers who arrived (answer time less duration) before the
+    last winner's answer, and of those who arrived after it: the surge a sold-out show
+    absorbs. A sale that did not sell out has no "after". The samples file is removed."""
+    if path is None or not path.is_file():
+        empty = latency_group([])
+        return empty, empty
+    try:
+        winners, refused = sale_answers(path)
+    finally:
+        path.unlink(missing_ok=True)
+    sellout = max(t for t, _ in winners) if sold_out and winners else None
+    before = [d for t, d in refused if sellout is None or t - d < sellout]
+    after = [d for t, d in refused if sellout is not None and t - d >= sellout]
+    return latency_group(before), latency_group(after)
+
+
+def latency_group(durations: Sequence[float]) -> dict[str, float]:
+    """count, p50_ms and p99_ms, interpolated between ranks as k6 does."""
+    ordered = sorted(durations)
+    return {
+        "count": len(ordered),
+        "p50_ms": round(_percentile(ordered, 0.50), 3),
+        "p99_ms": round(_percentile(ordered, 0.99), 3),
+    }
+
+
+def _percentile(ordered: Sequence[float], fraction: float) -> float:
+    if not ordered:
+        return 0.0
+    rank = fraction * (len(ordered) - 1)
+    low = math.floor(rank)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
+
+
+def sale_seat_id(prefix: str, number: int) -> str:
+    """Ticket id of seat `number` (1-based) of a flash sale; twin of flash-sale.js."""
+    return f"{prefix}seat-{number}"
+
+
+def audit_sale(env: Environment, run: K6Run, report: AuditReport) -> None:
+    """The sale's own figures, added to `report`: seats SOLD outside the sale or beyond
+    the seats offered (violations), seats with more than one live charge, sold seats with
+    exactly one live charge by their holder, and live charges of buyers who got no seat
+    (refused with 409, declined or failed). The charge rules themselves are the general
+    audit's, which already reports each breach as a violation; here they are counted."""
+    admin = AdminClient(env.admin.url, env.token)
+    try:
+        seats = read_tickets(admin, run.prefix)
+    finally:
+        admin.close()
+    offered = {sale_seat_id(run.prefix, n) for n in range(1, run.seats + 1)}
+    holders = {
+        seat: states[-1].reserved_by
+        for seat, states in seats.items()
+        if states[-1].status is TicketStatus.SOLD
+    }
+    outside = sorted(set(holders) - offered)
+    report.checked["seats_offered"] = run.seats
+    report.checked["sold_outside_the_sale"] = len(outside)
+    report.violations += [f"{seat}: SOLD but not one of the sale's seats" for seat in outside]
+    if len(holders) > run.seats:
+        report.violations.append(f"oversold: {len(holders)} seats SOLD, {run.seats} offered")
+    if env.gateway_mode != "mock":
+        report.notes.append("sale: the gateway cannot list charges; charges not checked")
+        return
+    live = [
+        c
+        for c in read_charges(env.gateway.url)
+        if str(c.get("ticketId") or "").startswith(run.prefix)
+        and c.get("status") == "succeeded"
+        and not c.get("refunded")
+    ]
+    per_seat = Counter(str(c["ticketId"]) for c in live)
+    paid_twice = sorted(seat for seat, n in per_seat.items() if n > 1)
+    one_each = sum(
+        1
+        for seat, holder in holders.items()
+        if per_seat[seat] == 1
+        and any(c["ticketId"] == seat and c.get("userId") == holder for c in live)
+    )
+    # A seat still RESERVED is held by a checkout that has not answered: its charge may
+    # precede its confirm (the general audit allows that while the checkout runs).
+    in_flight = {
+        seat for seat, states in seats.items() if states[-1].status is TicketStatus.RESERVED
+    }
+    not_winners = [
+        c
+        for c in live
+        if holders.get(str(c["ticketId"])) != c.get("userId") and c["ticketId"] not in in_flight
+    ]
+    report.checked["seats_paid_twice"] = len(paid_twice)
+    report.checked["sold_with_one_live_charge"] = one_each
+    report.checked["live_charges_of_buyers_without_a_seat"] = len(not_winners)
