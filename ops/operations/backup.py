@@ -9,13 +9,8 @@ before it stops anything."""
 
 from __future__ import annotations
 
-import hashlib
-import io
-import json
-import tarfile
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -24,14 +19,20 @@ from ops.base.errors import NexusError
 from ops.base.processes import ProcessManager
 from ops.base.steps import StepContext
 from ops.clients.admin import AdminClient
-from ops.release.artefacts import sha256
+from ops.server import data_archive
+from ops.server.data_archive import (
+    ArchiveRefused,
+    backups_dir,
+    data_dir,
+    put_back,
+    stamp,
+    write_archive,
+)
 from ops.server.runtimes import SERVER, BinaryRuntime
 from ops.server.server_upgrade import Marker, judge, markers, parse_version
 
-MANIFEST = "manifest.json"
 
-
-class BackupRefused(NexusError):
+class BackupRefused(ArchiveRefused):
     """The archive cannot be restored here (nothing was stopped or changed)."""
 
 
@@ -51,14 +52,6 @@ def _runtime(env: Environment) -> BinaryRuntime:
             f" {env.runtime!r}: a cluster has partition snapshots (`invoke snapshot`)"
         )
     return BinaryRuntime(env, ProcessManager(env.state_dir))
-
-
-def data_dir(env: Environment) -> Path:
-    return env.state_dir / "data"
-
-
-def _files(root: Path) -> list[Path]:
-    return sorted(p for p in root.rglob("*") if p.is_file())
 
 
 def _deployment_ids(env: Environment) -> list[str]:
@@ -81,29 +74,17 @@ def backup(env: Environment, into: Path | None = None) -> Outcome:
     if not source.is_dir() or not found:
         raise NexusError(f"{env.name}: no server data in {source} (deploy first)")
     deployments = _deployment_ids(env) if runtime.procs.info(SERVER).alive else []
-    folder = into or env.state_dir.parent / f"{env.state_dir.name}-backups"
-    folder.mkdir(parents=True, exist_ok=True)
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%fZ")
-    archive = folder / f"{env.name}-{stamp}.tar.gz"
+    archive = (into or backups_dir(env)) / f"{env.name}-{stamp()}.tar.gz"
     down_at = time.monotonic()
     runtime.procs.stop(SERVER)
     try:
-        files = _files(source)
-        manifest: dict[str, Any] = {
-            "environment": env.name,
-            "server_version": env.settings.restate.version,
-            "markers": [marker.record() for marker in found],
-            "deployments": deployments,
-            "time": datetime.now(UTC).isoformat(),
-            "size_bytes": sum(p.stat().st_size for p in files),
-            "files": {str(p.relative_to(source)): sha256(p) for p in files},
-        }
-        with tarfile.open(archive, "w:gz") as tar:
-            body = json.dumps(manifest, indent=1).encode()
-            info = tarfile.TarInfo(MANIFEST)
-            info.size = len(body)
-            tar.addfile(info, io.BytesIO(body))
-            tar.add(source, "data")
+        manifest = write_archive(
+            env,
+            archive,
+            server_version=env.settings.restate.version,
+            found=found,
+            deployments=deployments,
+        )
     finally:
         _restart(runtime)
     return Outcome(archive, manifest, time.monotonic() - down_at)
@@ -111,26 +92,10 @@ def backup(env: Environment, into: Path | None = None) -> Outcome:
 
 def read_manifest(archive: Path) -> dict[str, Any]:
     """The archive's manifest, after checking every file against it (corrupt: refused)."""
-    if not archive.is_file():
-        raise BackupRefused(f"{archive}: no such archive")
     try:
-        with tarfile.open(archive, "r:gz") as tar:
-            member = tar.extractfile(MANIFEST)
-            if member is None:
-                raise BackupRefused(f"{archive}: no {MANIFEST} (not a Nexus backup)")
-            manifest: dict[str, Any] = json.loads(member.read())
-            seen: dict[str, str] = {}
-            for entry in tar:
-                if entry.isfile() and entry.name.startswith("data/"):
-                    handle = tar.extractfile(entry)
-                    assert handle is not None
-                    seen[entry.name[len("data/") :]] = hashlib.sha256(handle.read()).hexdigest()
-    except (tarfile.TarError, EOFError, OSError, ValueError, KeyError) as exc:
-        raise BackupRefused(f"{archive}: corrupt or truncated archive ({exc})") from None
-    if seen != manifest.get("files"):
-        bad = sorted(set(seen.items()) ^ set(dict(manifest.get("files", {})).items()))
-        raise BackupRefused(f"{archive}: files differ from its manifest ({len(bad)} entries)")
-    return manifest
+        return data_archive.read_manifest(archive)
+    except ArchiveRefused as exc:
+        raise BackupRefused(str(exc)) from None
 
 
 def restore(env: Environment, archive: Path, *, force: bool = False) -> Outcome:
@@ -152,13 +117,7 @@ def restore(env: Environment, archive: Path, *, force: bool = False) -> Outcome:
             raise BackupRefused(f"{archive}: {verdict.reason} (--force restores it anyway)")
     down_at = time.monotonic()
     runtime.procs.stop(SERVER)
-    target_dir = data_dir(env)
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
-    if target_dir.exists():
-        target_dir.rename(target_dir.with_name(f"data.before-restore-{stamp}"))
-    with tarfile.open(archive, "r:gz") as tar:
-        members = [m for m in tar.getmembers() if m.name == "data" or m.name.startswith("data/")]
-        tar.extractall(env.state_dir, members=members, filter="data")
+    put_back(env, archive, "before-restore")
     _restart(runtime)
     downtime = time.monotonic() - down_at
     missing = sorted(set(manifest.get("deployments", [])) - set(_deployment_ids(env)))

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from ops.base.errors import NexusError
+from ops.base.files import sha256
 
 DISTRIBUTION = "nexus-booking-service"
 LOCK = "requirements.lock"
@@ -60,14 +61,6 @@ def _run(argv: list[str], what: str, timeout: float = TIMEOUT_S) -> str:
     if proc.returncode != 0:
         raise ArtefactError(f"{what} failed:\n{(proc.stderr or proc.stdout)[-2000:]}")
     return proc.stdout
-
-
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def lock_inputs(package: Path) -> str:

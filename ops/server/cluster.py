@@ -185,6 +185,9 @@ class ClusterRuntime:
                 names = ", ".join(n.name for n, _ in pending)
                 return Result.changed(f"would start or restart nodes {names}", diff)
             return Result.ok(f"{len(self.nodes)} nodes running")
+        running = [(n, s) for n, s in pending if self.procs.info(n.process).alive]
+        if running and len(running) == len(pending):
+            return self.roll(running, diff)
         # Start every pending node before waiting on any: a node is healthy only once it
         # can reach the metadata quorum, which needs the others.
         for node, spec in pending:
@@ -210,6 +213,33 @@ class ClusterRuntime:
         if started:
             return Result.changed(f"started {', '.join(started)}: {message}", diff)
         return Result.ok(message)
+
+    def roll(self, pending: list[tuple[Node, ProcessSpec]], diff: list[str]) -> Result:
+        """Restart running nodes one at a time (a new version or config), so the cluster
+        keeps its quorum: before each node, every partition has a leader and every node
+        runs (none crash-looping); after it, the node answers on admin and ingress again.
+        The message gives each node's time out of service."""
+        downtimes = []
+        for node, spec in pending:
+            self.wait_for_leaders(120.0)
+            down_at = time.monotonic()
+            self.procs.stop(node.process)
+            path = self.config_file(node)
+            path.write_text(node_config(self.env, node, self.nodes))
+            self.procs.start(spec)
+            wait_until(
+                self.while_alive(http_ready(f"{node.ingress_url}/restate/health")),
+                60.0,
+                f"{node.name}'s ingress did not become ready within 60s after its restart",
+            )
+            downtimes.append(f"{node.name} {time.monotonic() - down_at:.1f}s")
+        leaders = self.wait_for_leaders(120.0)
+        return Result.changed(
+            f"rolled {len(pending)} node(s) one at a time, every partition led before each"
+            f" ({', '.join(downtimes)} out of service): {len(self.nodes)} nodes,"
+            f" {leaders} partitions led",
+            diff,
+        )
 
     def partition_leaders(self) -> dict[int, str]:
         """Partition id → leader node, from restatectl's cluster tables."""

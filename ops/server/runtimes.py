@@ -10,13 +10,14 @@ import platform
 import re
 import shutil
 import subprocess
+import time
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Protocol
 
 from ops.base.environments import Environment
-from ops.base.errors import NexusError, RuntimeUnavailable
+from ops.base.errors import ConfigError, NexusError, RuntimeUnavailable
 from ops.base.processes import (
     ProcessManager,
     ProcessSpec,
@@ -25,7 +26,16 @@ from ops.base.processes import (
     poll_until,
 )
 from ops.base.steps import Result, StepContext, StepFn
+from ops.server.data_archive import backups_dir, put_back, stamp, write_archive
 from ops.server.server_config import server_config
+from ops.server.server_upgrade import (
+    Marker,
+    UpgradeFailed,
+    markers,
+    parse_version,
+    show,
+    unknown_config_keys,
+)
 
 Probe = Callable[[], bool]
 
@@ -109,11 +119,16 @@ class BinaryRuntime:
 
     @property
     def binary(self) -> Path:
+        return self.binary_of(self.env.settings.restate.version)
+
+    def binary_of(self, version: str) -> Path:
+        """Where the npm package of `version` puts restate-server (installed or not)."""
         arch = {"x86_64": "x64", "aarch64": "arm64", "arm64": "arm64"}.get(
             platform.machine(), "x64"
         )
         pkg = f"restate-server-{platform.system().lower()}-{arch}"
-        return self.env.npm_dir / "node_modules" / "@restatedev" / pkg / "bin" / "restate-server"
+        npm = self.env.npm_dir.with_name(f"restate-server-{version}")
+        return npm / "node_modules" / "@restatedev" / pkg / "bin" / "restate-server"
 
     def processes(self) -> list[str]:
         return [SERVER]
@@ -162,6 +177,10 @@ class BinaryRuntime:
         current = self.config_file.read_text() if self.config_file.is_file() else ""
         diff = unified(current, wanted, str(self.config_file)) if current != wanted else []
         note = partitions_note(current, wanted, self.env.state_dir / "data")
+        found = markers(self.env.state_dir)
+        target = parse_version(self.env.settings.restate.version)
+        if found and found[0].current != target:
+            return self.switch_version(ctx, found[0], current, wanted, diff)
         result = ensure_process(
             self.procs, self.spec(), ctx, diff=diff, before_start=lambda: self._write(wanted)
         )
@@ -171,6 +190,113 @@ class BinaryRuntime:
         self.config_file.parent.mkdir(parents=True, exist_ok=True)
         (self.env.state_dir / "data").mkdir(parents=True, exist_ok=True)
         self.config_file.write_text(config)
+
+    def switch_version(
+        self, ctx: StepContext, marker: Marker, current: str, wanted: str, diff: list[str]
+    ) -> Result:
+        """Another version on the same data: the target's own config keys checked, the
+        server stopped gracefully, the data archived, the target started on it and the
+        registered deployments and Tickets found again. When the target does not come
+        up, the archived data goes back in place under the old binary, and the step
+        fails saying so."""
+        env = self.env
+        old, new = show(marker.current), env.settings.restate.version
+        if self.binary.is_file():
+            unknown = unknown_config_keys(self.binary, wanted, env.state_dir / "tmp")
+            if unknown:
+                raise ConfigError(
+                    f"restate-server {new} does not know {', '.join(unknown)} in the config"
+                    f" the toolkit writes ({self.config_file}); it would ignore them"
+                    " silently, so nothing was stopped"
+                )
+        archive = backups_dir(env) / f"{env.name}-before-{new}-{stamp()}.tar.gz"
+        lines = [
+            *diff,
+            f"{SERVER}: {old} → {new}: stop gracefully, archive the data"
+            f" ({archive.parent}/), start {new} on it, check deployments and Tickets;"
+            f" if {new} does not come up, the archived data goes back under {old}",
+        ]
+        if ctx.check:
+            return Result.changed(f"would switch {SERVER} {old} → {new}", lines)
+        before = self.facts() if self.procs.info(SERVER).alive else None
+        down_at = time.monotonic()
+        self.procs.stop(SERVER)
+        write_archive(
+            env,
+            archive,
+            server_version=old,
+            found=markers(env.state_dir),
+            deployments=before[0] if before else [],
+        )
+        try:
+            self._write(wanted)
+            pid = self.procs.start(self.spec())
+            downtime = time.monotonic() - down_at
+            if before is not None:
+                self.check_kept(before)
+        except NexusError as exc:
+            back = self.fall_back(old, current, archive)
+            raise UpgradeFailed(
+                f"restate-server {new} did not come up on the data: {exc}\n{back}"
+            ) from None
+        return Result.changed(
+            f"switched {SERVER} {old} → {new} (pid {pid}, down {downtime:.1f}s, data archived"
+            f" to {archive})",
+            lines,
+        )
+
+    def facts(self) -> tuple[list[str], int]:
+        """The registered deployments' ids and the number of Ticket state entries."""
+        from ops.clients.admin import AdminClient
+
+        admin = AdminClient(self.env.admin.url, self.env.token)
+        try:
+            ids = sorted(str(d.get("id")) for d in admin.deployments())
+            rows = admin.query("SELECT count(*) AS n FROM state WHERE service_name = 'Ticket'")
+        finally:
+            admin.close()
+        return ids, int(rows[0]["n"]) if rows else 0
+
+    def check_kept(self, before: tuple[list[str], int], warmup_s: float = 30.0) -> None:
+        """The deployments and Tickets of `before` found again; a fresh server may refuse
+        SQL while its partitions start (`warmup_s`)."""
+        deadline = time.monotonic() + warmup_s
+        while True:
+            try:
+                deployments, tickets = self.facts()
+                break
+            except NexusError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
+        missing = sorted(set(before[0]) - set(deployments))
+        if missing or tickets < before[1]:
+            raise NexusError(
+                f"after the switch: deployments missing {missing}, Ticket state entries"
+                f" {tickets} (before: {before[1]})"
+            )
+
+    def fall_back(self, old: str, config: str, archive: Path) -> str:
+        """The old binary back on the archived data; what happened, in words."""
+        self.procs.stop(SERVER)
+        failed = put_back(self.env, archive, f"failed-{self.env.settings.restate.version}")
+        binary = self.binary_of(old)
+        if not binary.is_file():
+            return (
+                f"not gone back: restate-server {old} is not installed ({binary}); the data"
+                f" as it was is back in place, the new version's attempt kept in {failed}"
+            )
+        self.config_file.write_text(config)
+        spec = replace(self.spec(), argv=[str(binary), *self.spec().argv[1:]], inputs=config)
+        try:
+            pid = self.procs.start(spec)
+        except NexusError as exc:
+            return f"going back to {old} failed too: {exc}; the archive is {archive}"
+        return (
+            f"went back to restate-server {old} (pid {pid}) on the data as it was before the"
+            f" switch (archive {archive}; the new version's attempt kept in {failed});"
+            f" the stack serves on {old}: pin {old} again, or fix what stopped the new one"
+        )
 
 
 class ExternalRuntime:

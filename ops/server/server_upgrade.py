@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -152,7 +154,17 @@ def plan_lines(env: Environment, found: list[Marker], verdicts: list[Verdict]) -
     else:
         lines.append("  restarts: restate-server stops gracefully, starts on the same data")
     lines.append("  then: the service re-registers, a smoke call checks it")
-    lines.append("  backup: none is taken by deploy; copy the state directory's data first")
+    if env.runtime == "binary":
+        lines.append(
+            f"  backup: the data is archived into {env.state_dir.name}-backups/ beside the"
+            " state folder once the server has stopped, before the new version starts; if"
+            " it does not come up, that data goes back under the old binary"
+        )
+    else:
+        lines.append(
+            f"  backup: none is taken by deploy on the {env.runtime} runtime; take one first"
+            " (`invoke snapshot` on a cluster)"
+        )
     return lines
 
 
@@ -180,3 +192,47 @@ def upgrade_step(env: Environment, *, allow_downgrade: bool) -> StepFn:
         return Result.changed(f"{verb}{'/'.join(kinds)} to {show(target)}", lines)
 
     return step
+
+
+class UpgradeFailed(NexusError):
+    """The new version did not come up on the data; what deploy did about it is said."""
+
+
+def _leaf_keys(table: dict[str, Any], prefix: str = "") -> set[str]:
+    found = set()
+    for key, value in table.items():
+        path = f"{prefix}.{key}" if prefix else key
+        if isinstance(value, dict):
+            found |= _leaf_keys(value, path)
+        else:
+            found.add(path)
+    return found
+
+
+def unknown_config_keys(binary: Path, config: str, scratch: Path) -> list[str]:
+    """The keys of `config` that `binary` does not know. restate-server ignores unknown
+    keys silently, so this asks the binary itself: `--dump-config` with the config given
+    prints the config it would run with, and a key it dropped is one it does not know."""
+    scratch.mkdir(parents=True, exist_ok=True)
+    probe = scratch / "restate.config-check.toml"
+    probe.write_text(config)
+    try:
+        proc = subprocess.run(
+            [str(binary), "--config-file", str(probe), "--dump-config"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+    finally:
+        probe.unlink(missing_ok=True)
+    if proc.returncode != 0:
+        raise UpgradeRefused(
+            f"{binary} --dump-config failed (exit {proc.returncode}): {proc.stderr.strip()[-500:]};"
+            " nothing stopped"
+        )
+    try:
+        effective = tomllib.loads(proc.stdout)
+    except tomllib.TOMLDecodeError as exc:
+        raise UpgradeRefused(f"{binary} --dump-config printed no TOML ({exc})") from None
+    return sorted(_leaf_keys(tomllib.loads(config)) - _leaf_keys(effective))

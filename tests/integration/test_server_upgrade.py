@@ -5,16 +5,22 @@ from __future__ import annotations
 
 import io
 import json
+import shutil
 from pathlib import Path
 
 import httpx
+import pytest
 
 from ops.base import environments
 from ops.base.environments import PROJECT_ROOT, Environment
+from ops.operations.backup import read_manifest
 from ops.release.release import ReleaseOptions
-from ops.release.stack import Stack, deploy, status, status_lines
-from ops.server.runtimes import SERVER
-from ops.server.server_upgrade import MARKER
+from ops.release.stack import Stack, deploy, down, status, status_lines
+from ops.server import runtimes
+from ops.server.runtimes import SERVER, BinaryRuntime
+from ops.server.server_config import server_config
+from ops.server.server_upgrade import MARKER, markers, show
+from tests.conftest import EnvFactory
 
 
 def pinned(stack: Stack, version: str, tmp_path: Path) -> Environment:
@@ -77,3 +83,91 @@ def test_status_shows_the_versions_the_data_records(stack: Stack) -> None:
     (data,) = status(stack.env)["data_markers"]
     assert data["current_version"] == version and data["min_forward_compatible_version"]
     assert any(f"written by {version}" in line for line in status_lines(stack.env))
+
+
+def repinned(env: Environment, version: str) -> Environment:
+    """The same environment file (name, ports, state) with `[restate] version` changed."""
+    text = env.file.read_text()
+    lines = [line for line in text.splitlines() if not line.startswith("version = ")]
+    env.file.write_text(
+        "\n".join(lines).replace("[restate]", f'[restate]\nversion = "{version}"', 1)
+    )
+    return environments.load(str(env.file), root=PROJECT_ROOT)
+
+
+def current_version(env: Environment) -> str:
+    (marker,) = markers(env.state_dir)  # under data/ only, not the kept copies beside it
+    return show(marker.current)
+
+
+def booked(stack: Stack, ticket: str) -> str:
+    return str(stack.ingress.call("Ticket", "get", key=ticket).json().get("status"))
+
+
+FAILING_SERVER = """#!/bin/sh
+# A restate-server that knows its config (the real one answers --dump-config) but does
+# not come up: what a broken release looks like to deploy.
+case "$*" in *--dump-config*) exec {real} "$@";; esac
+echo "this build of restate-server cannot start" >&2
+exit 3
+"""
+
+
+def test_a_version_switch_archives_the_data_keeps_the_bookings_and_goes_back_on_failure(
+    make_env: EnvFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    env = make_env("switch", restate='version = "1.6.2"')
+    out = io.StringIO()
+    assert not deploy(env, out=out).failed, out.getvalue()
+    try:
+        stack = Stack(env)
+        resp = stack.ingress.call("Checkout", "process", {"ticketId": "sw:1", "userId": "u1"})
+        assert resp.status_code == 200, resp.text
+        deployments = sorted(d["id"] for d in stack.admin.deployments())
+
+        # 1.6.2 → 1.7.12: planned, then done with the data archived first.
+        new = repinned(env, "1.7.12")
+        out = io.StringIO()
+        assert not deploy(new, out=out, check=True, diff=True).failed, out.getvalue()
+        assert "would switch restate-server 1.6.2 → 1.7.12" in out.getvalue()
+        assert current_version(env) == "1.6.2"
+        out = io.StringIO()
+        assert not deploy(new, out=out).failed, out.getvalue()
+        assert "switched restate-server 1.6.2 → 1.7.12" in out.getvalue()
+        assert current_version(env) == "1.7.12"
+        (archive,) = (env.state_dir.parent / f"{env.state_dir.name}-backups").glob("*.tar.gz")
+        assert read_manifest(archive)["server_version"] == "1.6.2"
+        stack = Stack(new)
+        assert booked(stack, "sw:1") == "SOLD"
+        assert sorted(d["id"] for d in stack.admin.deployments()) == deployments
+        pid = stack.procs.info(SERVER).pid
+
+        # A target whose own config keys lack one the toolkit writes: refused, not stopped.
+        real = BinaryRuntime(new, stack.procs).binary
+        fake = BinaryRuntime(new, stack.procs).binary_of("1.7.99")
+        fake.parent.mkdir(parents=True)
+        fake.write_text(FAILING_SERVER.format(real=real))
+        fake.chmod(0o755)
+        broken = repinned(env, "1.7.99")
+        with monkeypatch.context() as patch:
+            written = server_config(broken)
+            patch.setattr(runtimes, "server_config", lambda e: written + "bogus-key = 1\n")
+            out = io.StringIO()
+            assert deploy(broken, out=out).failed
+        text = " ".join(out.getvalue().split())  # the step's message wraps
+        assert "does not know admin.bogus-key" in text and "nothing was stopped" in text, text
+        assert stack.procs.info(SERVER).pid == pid and booked(stack, "sw:1") == "SOLD"
+
+        # A target that does not come up: the old binary back on the archived data.
+        out = io.StringIO()
+        assert deploy(broken, out=out).failed
+        text = " ".join(out.getvalue().split())
+        assert "cannot start" in text and "went back to restate-server 1.7.12" in text, text
+        stack = Stack(new)
+        assert stack.procs.info(SERVER).alive and current_version(env) == "1.7.12"
+        assert booked(stack, "sw:1") == "SOLD"
+        out = io.StringIO()
+        assert not deploy(repinned(env, "1.7.12"), out=out).failed, out.getvalue()
+    finally:
+        shutil.rmtree(BinaryRuntime(env, Stack(env).procs).binary_of("1.7.99").parents[4], True)
+        down(env, purge=True, out=io.StringIO())
