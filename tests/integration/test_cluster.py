@@ -160,6 +160,18 @@ def test_replacing_a_node_under_load_loses_no_booking(cluster_env: Environment) 
     assert "changed=0 failed=0" in out.getvalue().splitlines()[-1], out.getvalue()
 
 
+def test_a_version_change_rolls_the_cluster_one_node_at_a_time_under_load(
+    cluster_env: Environment,
+) -> None:
+    out = io.StringIO()
+    outcomes = run_chaos(cluster_env, "cluster-upgrade", out=out)
+    assert outcomes[0].status == "passed", out.getvalue()
+    detail = outcomes[0].detail
+    assert "0 unresolved, 0 lost" in detail and "audit ok" in detail, detail
+    # Three nodes rolled each way, each with its own time out of service.
+    assert len(re.findall(r"\bn\d+(?:r\d+)? \d+\.\ds", detail)) == 6, detail
+
+
 def test_down_stops_every_node(tmp_path: Path, cluster_env: Environment) -> None:
     stack = Stack(cluster_env)
     pids = [stack.procs.info(n).pid for n in stack.procs.known()]

@@ -118,6 +118,7 @@ def test_every_issue_scenario_is_there() -> None:
         "restart-idempotence",
         "node-loss",
         "node-replace",
+        "cluster-upgrade",
         "rollout",
     ]
 
