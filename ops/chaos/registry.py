@@ -21,6 +21,7 @@ from ops.chaos.node_replace import node_replace_scenario
 from ops.chaos.rollout import rollout
 from ops.chaos.signing import unsigned
 from ops.chaos.sold_seats import sold_seat_crash
+from ops.chaos.upgrade import server_upgrade
 from ops.testing.checks import CheckFailed, Outcome, run_checks
 
 SCENARIOS: dict[str, Scenario] = {
@@ -36,6 +37,7 @@ SCENARIOS: dict[str, Scenario] = {
     "node-loss": node_loss_scenario,
     "node-replace": node_replace_scenario,
     "rollout": rollout,
+    "server-upgrade": server_upgrade,
 }
 
 
