@@ -358,6 +358,8 @@ def figures(u: Upgrade) -> str:
         kind for b in u.bookings for t, kind in b.errors if u.deploy_started <= t <= u.deploy_ended
     )
     seen = ", ".join(f"{n} x {k}" for k, n in sorted(errors.items())) or "none"
+    failed = Counter(kind for _, kind in u.probes if kind is not None)
+    probed = ", ".join(f"{n} x {k}" for k, n in sorted(failed.items())) or "none failed"
     by_phase = {
         p: Counter(b.status for b in u.bookings if phase(u, b) == p)
         for p in ("before", "during", "after")
@@ -369,8 +371,9 @@ def figures(u: Upgrade) -> str:
     return (
         f"{FROM_VERSION} → {TO_VERSION} by deploy in {u.deploy_ended - u.deploy_started:.1f}s"
         f" (pid {u.pids[0]} → {u.pids[1]}); ingress down {downtime} (probe every"
-        f" {PROBE_EVERY_S * 1000:.0f} ms); {len(flight)} checkouts in flight at the stop, all"
-        f" ended; buyer-visible errors during the deploy: {seen}; {len(u.bookings)} checkouts:"
+        f" {PROBE_EVERY_S * 1000:.0f} ms, {len(u.probes)} probes: {probed}); {len(flight)}"
+        f" checkouts in flight at the stop, all ended; buyer-visible errors during the"
+        f" deploy: {seen}; {len(u.bookings)} checkouts:"
         f" {'; '.join(parts)}; 0 open, 0 journal mismatches; marker {u.marker_versions},"
         f" deployments {u.deployments[1]} kept; {u.audit_line}"
     )

@@ -119,6 +119,7 @@ def test_every_issue_scenario_is_there() -> None:
         "node-loss",
         "node-replace",
         "rollout",
+        "server-upgrade",
     ]
 
 
