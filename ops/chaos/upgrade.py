@@ -372,9 +372,11 @@ def figures(u: Upgrade) -> str:
         f"{FROM_VERSION} → {TO_VERSION} by deploy in {u.deploy_ended - u.deploy_started:.1f}s"
         f" (pid {u.pids[0]} → {u.pids[1]}); ingress down {downtime} (probe every"
         f" {PROBE_EVERY_S * 1000:.0f} ms, {len(u.probes)} probes: {probed}); {len(flight)}"
-        f" checkouts in flight at the stop, all ended; buyer-visible errors during the"
+        f" checkouts in flight at the stop, {sum(b.status != 0 for b in flight)} of them"
+        f" answered for good; buyer-visible errors during the"
         f" deploy: {seen}; {len(u.bookings)} checkouts:"
-        f" {'; '.join(parts)}; 0 open, 0 journal mismatches; marker {u.marker_versions},"
+        f" {'; '.join(parts)}; {len(u.open_invocations)} open invocations,"
+        f" {len(u.mismatches)} journal mismatches; marker {u.marker_versions},"
         f" deployments {u.deployments[1]} kept; {u.audit_line}"
     )
 

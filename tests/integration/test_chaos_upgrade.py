@@ -32,7 +32,7 @@ def test_server_upgrade_under_load_loses_nothing(make_env: EnvFactory) -> None:
     assert lines[-1] == closing_line(outcomes) == "1 passed, 0 failed"
     detail = outcome.detail
     assert "1.6.2 → 1.7.12 by deploy" in detail and "marker ['1.7.12']" in detail
-    assert "0 open, 0 journal mismatches" in detail and "audit ok" in detail
+    assert "0 open invocations, 0 journal mismatches" in detail and "audit ok" in detail
     assert re.search(r"ingress down \d+\.\d+s", detail), detail
     flight = re.search(r"(\d+) checkouts in flight at the stop", detail)
     assert flight and int(flight.group(1)) > 0, detail

@@ -77,3 +77,11 @@ def test_a_run_that_lost_nothing_passes_with_its_figures() -> None:
 def test_each_loss_is_named(change: dict[str, object], named: str) -> None:
     problems = verdict(replace(good(), **change))  # type: ignore[arg-type]
     assert any(named in p for p in problems), problems
+
+
+def test_the_figures_of_a_failed_run_say_what_was_found() -> None:
+    run = replace(good(), open_invocations=["inv_1 backing-off"], mismatches=["m"])
+    run.bookings.append(booking(10.4, 100.0, 0))
+    text = figures(run)
+    assert "1 open invocations, 1 journal mismatches" in text
+    assert "3 checkouts in flight at the stop, 2 of them answered for good" in text
