@@ -484,7 +484,11 @@ def _settle(admin: AdminClient, key_prefix: str) -> list[str]:
         return all(r["status"] == "completed" for r in rows)
 
     poll_until(_tolerant(done), SETTLE_S, 0.5)
-    return [f"{r['id']} {r['status']}" for r in rows if r["status"] != "completed"]
+    left = {str(r["id"]): str(r["status"]) for r in rows if r["status"] != "completed"}
+    if not left:
+        return []
+    why = {i.id: i.stuck_reason() or i.last_failure for i in open_invocations(admin)}
+    return [f"{i} {status} ({why.get(i) or 'no failure'})" for i, status in left.items()]
 
 
 def _tolerant(probe: Callable[[], bool]) -> Callable[[], bool]:
