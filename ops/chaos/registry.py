@@ -22,6 +22,7 @@ from ops.chaos.node_replace import node_replace_scenario
 from ops.chaos.rollout import rollout
 from ops.chaos.signing import unsigned
 from ops.chaos.sold_seats import sold_seat_crash
+from ops.chaos.upgrade import server_upgrade
 from ops.testing.checks import CheckFailed, Outcome, run_checks
 
 SCENARIOS: dict[str, Scenario] = {
@@ -38,6 +39,7 @@ SCENARIOS: dict[str, Scenario] = {
     "node-replace": node_replace_scenario,
     "cluster-upgrade": cluster_upgrade_scenario,
     "rollout": rollout,
+    "server-upgrade": server_upgrade,
 }
 
 

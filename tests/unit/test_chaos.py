@@ -120,6 +120,7 @@ def test_every_issue_scenario_is_there() -> None:
         "node-replace",
         "cluster-upgrade",
         "rollout",
+        "server-upgrade",
     ]
 
 
