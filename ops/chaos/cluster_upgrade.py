@@ -95,5 +95,6 @@ def cluster_upgrade(env: Environment, *, workers: int = 4, previous: str = PREVI
 def _rolled_line(output: str) -> str:
     """The cluster step's own account of a roll: each node's time out of service."""
     text = " ".join(output.split())
-    start = text.find("(", text.find("rolled "))
-    return text[start + 1 : text.find(" out of service", start)] if start > 0 else "no roll"
+    start = text.find("before each (")
+    end = text.find(" out of service", start)
+    return text[start + len("before each (") : end] if start >= 0 and end > 0 else "no roll"

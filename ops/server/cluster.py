@@ -15,6 +15,7 @@ from ops.base.environments import Environment
 from ops.base.errors import NexusError, ProcessError, RuntimeUnavailable
 from ops.base.processes import ProcessManager, ProcessSpec, http_ready
 from ops.base.steps import Result, StepContext, StepFn
+from ops.clients.admin import AdminClient
 from ops.server.cluster_members import Member, load_members
 from ops.server.object_store import STORE, ObjectStore, snapshot_config
 from ops.server.object_store import status_lines as snapshot_status
@@ -234,12 +235,26 @@ class ClusterRuntime:
             )
             downtimes.append(f"{node.name} {time.monotonic() - down_at:.1f}s")
         leaders = self.wait_for_leaders(120.0)
+        # The admin API's SQL can name a restarted node's old generation for a moment
+        # ("node N3:2 was shut down"); what deploys next reads it.
+        wait_until(self.sql_answers, 60.0, "the cluster's SQL did not answer within 60s")
         return Result.changed(
             f"rolled {len(pending)} node(s) one at a time, every partition led before each"
             f" ({', '.join(downtimes)} out of service): {len(self.nodes)} nodes,"
             f" {leaders} partitions led",
             diff,
         )
+
+    def sql_answers(self) -> bool:
+        """True when a query over every partition's invocations answers."""
+        admin = AdminClient(self.env.admin.url, self.env.token)
+        try:
+            admin.query("SELECT count(*) AS n FROM sys_invocation")
+            return True
+        except NexusError:
+            return False
+        finally:
+            admin.close()
 
     def partition_leaders(self) -> dict[int, str]:
         """Partition id → leader node, from restatectl's cluster tables."""

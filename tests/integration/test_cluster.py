@@ -56,6 +56,7 @@ url = "http://127.0.0.1:{free_port()}"
 
 [snapshots]
 url = "http://127.0.0.1:{free_port()}"
+interval_records = 10000000  # only the tests' own snapshots: none before they ask for one
 
 [state]
 dir = "{base / "state"}"
