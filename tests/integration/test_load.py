@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import time
 import uuid
+import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import httpx
@@ -22,6 +23,7 @@ from ops.operations.audit import audit
 from ops.release.stack import Stack
 from ops.testing import k6
 from ops.testing.bench import BENCH, bench, bench_lines
+from ops.testing.flash_sale import write_chart
 from ops.testing.load import audit_run
 from ops.testing.runs import drive, gateway_latency
 from tests.conftest import run_invoke
@@ -52,7 +54,9 @@ def test_short_load_sees_every_business_outcome_and_audits_clean(stack: Stack) -
     assert data["audit"]["ok"] is True
 
 
-def test_a_short_flash_sale_sells_every_seat_once_and_audits_clean(stack: Stack) -> None:
+def test_a_short_flash_sale_sells_every_seat_once_and_audits_clean(
+    stack: Stack, tmp_path: Path
+) -> None:
     out = io.StringIO()
     # 40 buyers/s for 5 s on 20 seats: 10 buyers per seat, the default payment mix.
     run = drive(
@@ -98,6 +102,16 @@ def test_a_short_flash_sale_sells_every_seat_once_and_audits_clean(stack: Stack)
         assert key in data
     assert data["dropped_iterations"] == result.summary.dropped_iterations
     assert data["audit"]["ok"] is True
+    # The chart from the same samples: a line per outcome, counts in the legend, the
+    # sell-out marked.
+    chart = write_chart(result.sale, tmp_path / "sale.svg", result.run_id)
+    assert chart is not None
+    svg = ET.parse(chart).getroot()
+    lines = {e.get("data-outcome") for e in svg.iter("{http://www.w3.org/2000/svg}polyline")}
+    assert {"confirmed", "sold_out"} <= lines
+    texts = [e.text for e in svg.iter("{http://www.w3.org/2000/svg}text")]
+    assert "confirmed (20)" in texts and f"sold_out ({result.sale.refused['count']})" in texts
+    assert "sold out" in texts
     assert 0 <= data["host_steal_pct"] <= 100 and data["host_steal_pct"] == run.host_steal_pct
 
 
@@ -284,12 +298,13 @@ def test_a_bench_that_fails_to_register_undoes_what_it_started(
     assert stack.procs.info(BENCH).pid is None  # the bench service was stopped
 
 
-def test_short_bench_measures_its_phases_and_cleans_up(stack: Stack) -> None:
+def test_short_bench_measures_its_phases_and_cleans_up(stack: Stack, tmp_path: Path) -> None:
     gateway = GatewayClient(stack.env.gateway.url, timeout=5.0)
     gateway.configure(latency_ms=3)
     out = io.StringIO()
     try:
-        result = bench(stack.env, vus=4, duration="2s", rounds=2, out=out)
+        chart = tmp_path / "bench.svg"
+        result = bench(stack.env, vus=4, duration="2s", rounds=2, out=out, chart=chart)
         assert gateway.config()["latency_ms"] == 3  # the bench's latency 0 is undone
     finally:
         gateway.configure(latency_ms=0)
@@ -304,6 +319,10 @@ def test_short_bench_measures_its_phases_and_cleans_up(stack: Stack) -> None:
     assert sum(outcomes.values()) == outcomes["confirmed"]  # card_success on fresh seats
     assert result["audit"]["ok"] is True
     assert result["ok"] is True and result["problems"] == []
+    assert result["chart"] == str(chart)
+    svg = ET.parse(chart).getroot()
+    lines = {e.get("data-outcome") for e in svg.iter("{http://www.w3.org/2000/svg}polyline")}
+    assert lines == {"confirmed"}  # fresh seats, card_success: nothing else
     for phase in ("cpu_noop_s", "cpu_saga_s", "cpu_checkout_s"):
         assert result[phase]["restate-server"] > 0 and result[phase]["service"] > 0
         assert "gateway" in result[phase]  # every phase counts the same three processes
