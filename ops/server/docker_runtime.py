@@ -30,6 +30,8 @@ from ops.server.runtimes import (
     partitions_note,
     unified,
 )
+from ops.server.server_upgrade import markers, parse_version, show, unknown_env_keys
+from ops.server.version_switch import SwitchSteps, archive_path, plan_line, switch
 
 
 def container_name(env: Environment) -> str:
@@ -102,8 +104,8 @@ class DockerRuntime:
             "node": f"{bind_ip(env.ingress.host)}:{env.settings.restate.node_port}",
         }
 
-    def spec(self) -> list[str]:
-        """Everything `docker run` is given after the container's name and labels."""
+    def variables(self) -> dict[str, str]:
+        """The server's configuration, as the `RESTATE_` variables the container gets."""
         env = self.env
         bound = self.addresses()
         variables = {
@@ -120,23 +122,29 @@ class DockerRuntime:
             "RESTATE_LOG_FORMAT": "compact",
             "RESTATE_LOG_DISABLE_ANSI_CODES": "true",
         }
+        if env.settings.service.signing:
+            variables["RESTATE_WORKER__INVOKER__REQUEST_IDENTITY_PRIVATE_KEY_PEM_FILE"] = (
+                self.KEY_IN_CONTAINER
+            )
+        return variables
+
+    def spec(self) -> list[str]:
+        """Everything `docker run` is given after the container's name and labels."""
+        env = self.env
         mounts = [f"{self.data_dir}:/restate-data"]
         if env.settings.service.signing:
             signing = signing_dir(env.state_dir)
             mounts.append(f"{signing}:{Path(self.KEY_IN_CONTAINER).parent}:ro")
-            variables["RESTATE_WORKER__INVOKER__REQUEST_IDENTITY_PRIVATE_KEY_PEM_FILE"] = (
-                self.KEY_IN_CONTAINER
-            )
         spec = ["--network", "host", "--user", f"{os.getuid()}:{os.getgid()}"]
         for mount in mounts:
             spec += ["--volume", mount]
-        for name, value in variables.items():
+        for name, value in self.variables().items():
             spec += ["--env", f"{name}={value}"]
         return [*spec, env.settings.restate.image]
 
-    def run_command(self) -> list[str]:
-        """The `docker run` line this runtime uses."""
-        spec = self.spec()
+    def run_command(self, spec: list[str] | None = None) -> list[str]:
+        """The `docker run` line this runtime uses (with `spec`: another container's)."""
+        spec = self.spec() if spec is None else spec
         return [
             "docker",
             "run",
@@ -237,6 +245,9 @@ class DockerRuntime:
             why = f" ({found.status})" if current == wanted else " (settings changed)"
         note = partitions_note("\n".join(current), "\n".join(wanted), self.data_dir)
         suffix = f"{why}; {note}" if note else why
+        data = markers(self.env.state_dir)
+        if data and data[0].current != parse_version(self.env.settings.restate.version):
+            return self.switch_version(ctx, show(data[0].current), found, diff)
         if ctx.check:
             action = "run" if found is None else "recreate"
             return Result.changed(f"would {action} container {self.container}{suffix}", diff)
@@ -252,6 +263,65 @@ class DockerRuntime:
         return Result.changed(
             f"{past} container {self.container}{suffix}, healthy after {took:.1f}s", diff
         )
+
+    def switch_version(
+        self, ctx: StepContext, old: str, found: ContainerState | None, diff: list[str]
+    ) -> Result:
+        """Another version on the same data (`ops.server.version_switch`): the target
+        image's own keys checked against the variables the toolkit sets, then the old
+        container replaced; when the new one does not come up, the archived data goes back
+        and a container of the old one's settings starts on it."""
+        env, image = self.env, self.env.settings.restate.image
+        new = env.settings.restate.version
+        unknown = unknown_env_keys(image, self.variables())
+        if unknown:
+            raise ConfigError(
+                f"restate-server {new} ({image}) does not know {', '.join(unknown)} among the"
+                " RESTATE_ variables the toolkit sets; it would ignore them silently, so"
+                " nothing was stopped"
+            )
+        archive = archive_path(env, new)
+        lines = [*diff, plan_line(old, new, archive)]
+        if ctx.check:
+            return Result.changed(
+                f"would switch restate-server {old} → {new} (container {self.container},"
+                f" image {found.image if found else 'none'} → {image})",
+                lines,
+            )
+        earlier = found.spec if found is not None and found.spec else None
+
+        def start(spec: list[str] | None = None) -> str:
+            self._check_ports()
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            proc = docker(*self.run_command(spec)[1:], timeout=120)
+            if proc.returncode != 0:
+                raise NexusError(f"docker run failed: {proc.stderr.strip()[-1000:]}")
+            return f"image {(spec or self.spec())[-1]}, healthy after {self.wait_healthy():.1f}s"
+
+        def go_back() -> str:
+            if earlier is None:
+                return (
+                    f"not gone back: no earlier container of {old} to start again; the data"
+                    f" as it was is back in place (archive {archive}): pin {old} and deploy"
+                )
+            try:
+                started = start(earlier)
+            except NexusError as exc:
+                return f"going back to {old} failed too: {exc}; the archive is {archive}"
+            return (
+                f"went back to restate-server {old} (container {self.container}, {started}) on"
+                f" the data as it was before the switch (archive {archive}); the stack serves"
+                f" on {old}: pin {old} again, or fix what stopped the new one"
+            )
+
+        steps = SwitchSteps(
+            running=found is not None and found.running,
+            stop=self.remove if found is not None else lambda: None,
+            start=start,
+            stop_target=self.remove,
+            go_back=go_back,
+        )
+        return Result.changed(switch(env, old, new, archive, steps), lines)
 
     def _check_ports(self) -> None:
         for what, address in self.addresses().items():

@@ -10,7 +10,6 @@ import platform
 import re
 import shutil
 import subprocess
-import time
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -26,16 +25,15 @@ from ops.base.processes import (
     poll_until,
 )
 from ops.base.steps import Result, StepContext, StepFn
-from ops.server.data_archive import backups_dir, put_back, stamp, write_archive
 from ops.server.server_config import server_config
 from ops.server.server_upgrade import (
     Marker,
-    UpgradeFailed,
     markers,
     parse_version,
     show,
     unknown_config_keys,
 )
+from ops.server.version_switch import SwitchSteps, archive_path, plan_line, switch
 
 Probe = Callable[[], bool]
 
@@ -194,11 +192,8 @@ class BinaryRuntime:
     def switch_version(
         self, ctx: StepContext, marker: Marker, current: str, wanted: str, diff: list[str]
     ) -> Result:
-        """Another version on the same data: the target's own config keys checked, the
-        server stopped gracefully, the data archived, the target started on it and the
-        registered deployments and Tickets found again. When the target does not come
-        up, the archived data goes back in place under the old binary, and the step
-        fails saying so."""
+        """Another version on the same data (`ops.server.version_switch`), after the
+        target's own config keys are checked against the config the toolkit writes."""
         env = self.env
         old, new = show(marker.current), env.settings.restate.version
         if self.binary.is_file():
@@ -209,82 +204,31 @@ class BinaryRuntime:
                     f" the toolkit writes ({self.config_file}); it would ignore them"
                     " silently, so nothing was stopped"
                 )
-        archive = backups_dir(env) / f"{env.name}-before-{new}-{stamp()}.tar.gz"
-        lines = [
-            *diff,
-            f"{SERVER}: {old} → {new}: stop gracefully, archive the data"
-            f" ({archive.parent}/), start {new} on it, check deployments and Tickets;"
-            f" if {new} does not come up, the archived data goes back under {old}",
-        ]
+        archive = archive_path(env, new)
+        lines = [*diff, plan_line(old, new, archive)]
         if ctx.check:
             return Result.changed(f"would switch {SERVER} {old} → {new}", lines)
-        before = self.facts() if self.procs.info(SERVER).alive else None
-        down_at = time.monotonic()
-        self.procs.stop(SERVER)
-        write_archive(
-            env,
-            archive,
-            server_version=old,
-            found=markers(env.state_dir),
-            deployments=before[0] if before else [],
-        )
-        try:
+
+        def start() -> str:
             self._write(wanted)
-            pid = self.procs.start(self.spec())
-            downtime = time.monotonic() - down_at
-            if before is not None:
-                self.check_kept(before)
-        except NexusError as exc:
-            back = self.fall_back(old, current, archive)
-            raise UpgradeFailed(
-                f"restate-server {new} did not come up on the data: {exc}\n{back}"
-            ) from None
-        return Result.changed(
-            f"switched {SERVER} {old} → {new} (pid {pid}, down {downtime:.1f}s, data archived"
-            f" to {archive})",
-            lines,
+            return f"pid {self.procs.start(self.spec())}"
+
+        steps = SwitchSteps(
+            running=self.procs.info(SERVER).alive,
+            stop=lambda: self.procs.stop(SERVER),
+            start=start,
+            stop_target=lambda: self.procs.stop(SERVER),
+            go_back=lambda: self.go_back(old, current, archive),
         )
+        return Result.changed(switch(env, old, new, archive, steps), lines)
 
-    def facts(self) -> tuple[list[str], int]:
-        """The registered deployments' ids and the number of Ticket state entries."""
-        from ops.clients.admin import AdminClient
-
-        admin = AdminClient(self.env.admin.url, self.env.token)
-        try:
-            ids = sorted(str(d.get("id")) for d in admin.deployments())
-            rows = admin.query("SELECT count(*) AS n FROM state WHERE service_name = 'Ticket'")
-        finally:
-            admin.close()
-        return ids, int(rows[0]["n"]) if rows else 0
-
-    def check_kept(self, before: tuple[list[str], int], warmup_s: float = 30.0) -> None:
-        """The deployments and Tickets of `before` found again; a fresh server may refuse
-        SQL while its partitions start (`warmup_s`)."""
-        deadline = time.monotonic() + warmup_s
-        while True:
-            try:
-                deployments, tickets = self.facts()
-                break
-            except NexusError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.5)
-        missing = sorted(set(before[0]) - set(deployments))
-        if missing or tickets < before[1]:
-            raise NexusError(
-                f"after the switch: deployments missing {missing}, Ticket state entries"
-                f" {tickets} (before: {before[1]})"
-            )
-
-    def fall_back(self, old: str, config: str, archive: Path) -> str:
-        """The old binary back on the archived data; what happened, in words."""
-        self.procs.stop(SERVER)
-        failed = put_back(self.env, archive, f"failed-{self.env.settings.restate.version}")
+    def go_back(self, old: str, config: str, archive: Path) -> str:
+        """The old binary started on the data put back; what happened, in words."""
         binary = self.binary_of(old)
         if not binary.is_file():
             return (
                 f"not gone back: restate-server {old} is not installed ({binary}); the data"
-                f" as it was is back in place, the new version's attempt kept in {failed}"
+                f" as it was is back in place (archive {archive})"
             )
         self.config_file.write_text(config)
         spec = replace(self.spec(), argv=[str(binary), *self.spec().argv[1:]], inputs=config)
@@ -294,8 +238,8 @@ class BinaryRuntime:
             return f"going back to {old} failed too: {exc}; the archive is {archive}"
         return (
             f"went back to restate-server {old} (pid {pid}) on the data as it was before the"
-            f" switch (archive {archive}; the new version's attempt kept in {failed});"
-            f" the stack serves on {old}: pin {old} again, or fix what stopped the new one"
+            f" switch (archive {archive}); the stack serves on {old}: pin {old} again, or"
+            " fix what stopped the new one"
         )
 
 

@@ -154,11 +154,12 @@ def plan_lines(env: Environment, found: list[Marker], verdicts: list[Verdict]) -
     else:
         lines.append("  restarts: restate-server stops gracefully, starts on the same data")
     lines.append("  then: the service re-registers, a smoke call checks it")
-    if env.runtime == "binary":
+    if env.runtime in ("binary", "docker"):
+        old = "binary" if env.runtime == "binary" else "container's settings (image)"
         lines.append(
             f"  backup: the data is archived into {env.state_dir.name}-backups/ beside the"
             " state folder once the server has stopped, before the new version starts; if"
-            " it does not come up, that data goes back under the old binary"
+            f" it does not come up, that data goes back under the old {old}"
         )
     else:
         lines.append(
@@ -209,6 +210,24 @@ def _leaf_keys(table: dict[str, Any], prefix: str = "") -> set[str]:
     return found
 
 
+def dumped_keys(argv: list[str], what: str) -> set[str]:
+    """The config keys restate-server (`what`: a binary or an image) runs with, from
+    `argv` ending in `--dump-config`; refused when that fails or prints no TOML."""
+    try:
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise UpgradeRefused(f"{what} --dump-config did not run ({exc}); nothing stopped") from None
+    if proc.returncode != 0:
+        raise UpgradeRefused(
+            f"{what} --dump-config failed (exit {proc.returncode}): {proc.stderr.strip()[-500:]};"
+            " nothing stopped"
+        )
+    try:
+        return _leaf_keys(tomllib.loads(proc.stdout))
+    except tomllib.TOMLDecodeError as exc:
+        raise UpgradeRefused(f"{what} --dump-config printed no TOML ({exc})") from None
+
+
 def unknown_config_keys(binary: Path, config: str, scratch: Path) -> list[str]:
     """The keys of `config` that `binary` does not know. restate-server ignores unknown
     keys silently, so this asks the binary itself: `--dump-config` with the config given
@@ -217,22 +236,25 @@ def unknown_config_keys(binary: Path, config: str, scratch: Path) -> list[str]:
     probe = scratch / "restate.config-check.toml"
     probe.write_text(config)
     try:
-        proc = subprocess.run(
-            [str(binary), "--config-file", str(probe), "--dump-config"],
-            capture_output=True,
-            text=True,
-            timeout=30,
-            check=False,
-        )
+        argv = [str(binary), "--config-file", str(probe), "--dump-config"]
+        effective = dumped_keys(argv, str(binary))
     finally:
         probe.unlink(missing_ok=True)
-    if proc.returncode != 0:
-        raise UpgradeRefused(
-            f"{binary} --dump-config failed (exit {proc.returncode}): {proc.stderr.strip()[-500:]};"
-            " nothing stopped"
-        )
-    try:
-        effective = tomllib.loads(proc.stdout)
-    except tomllib.TOMLDecodeError as exc:
-        raise UpgradeRefused(f"{binary} --dump-config printed no TOML ({exc})") from None
-    return sorted(_leaf_keys(tomllib.loads(config)) - _leaf_keys(effective))
+    return sorted(_leaf_keys(tomllib.loads(config)) - effective)
+
+
+def env_key(variable: str) -> str:
+    """The config key a `RESTATE_` variable sets: `__` nests, `_` is `-`
+    (`RESTATE_ADMIN__BIND_ADDRESS` is `admin.bind-address`)."""
+    name = variable.removeprefix("RESTATE_").lower()
+    return ".".join(part.replace("_", "-") for part in name.split("__"))
+
+
+def unknown_env_keys(image: str, variables: dict[str, str]) -> list[str]:
+    """The `RESTATE_` variables (as keys) that `image`'s restate-server does not know: the
+    same question as `unknown_config_keys`, asked of a throwaway container with no network."""
+    argv = ["docker", "run", "--rm", "--network", "none"]
+    for name, value in variables.items():
+        argv += ["--env", f"{name}={value}"]
+    effective = dumped_keys([*argv, image, "--dump-config"], f"image {image}")
+    return sorted(k for k in map(env_key, variables) if k not in effective)

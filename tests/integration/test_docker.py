@@ -19,6 +19,7 @@ from ops.base.errors import NexusError, RuntimeUnavailable
 from ops.base.processes import free_port
 from ops.base.steps import Status, StepContext
 from ops.chaos import run_chaos
+from ops.operations.backup import read_manifest
 from ops.release.service_containers import ServiceContainers
 from ops.release.stack import Stack, deploy, down, status_lines
 from ops.server.docker_runtime import DockerRuntime
@@ -185,28 +186,92 @@ def test_rollout_on_the_docker_runtime(docker_env: DockerEnv) -> None:
     assert all(c.running for c in left.values())
 
 
-def test_a_missing_server_image_is_built_from_npm_and_a_foreign_one_is_named(
-    docker_env: DockerEnv, tmp_path: Path
-) -> None:
-    """Deploy's image step: the stand-in of the pinned version is built when missing (here
-    1.7.10, from nothing); an image no registry can give is refused, naming it."""
-    env = docker_env("img", restate='version = "1.7.10"')
-    text = env.file.read_text().replace(IMAGE, "nexus-local/restate-server:1.7.10")
+def pinned(env: Environment, version: str, image: str) -> Environment:
+    """The same environment file with `[restate] version` and `image` changed."""
+    lines = [
+        line
+        for line in env.file.read_text().splitlines()
+        if not line.startswith(("version = ", "image = "))
+    ]
+    text = "\n".join(lines).replace(
+        "[restate]", f'[restate]\nversion = "{version}"\nimage = "{image}"', 1
+    )
     env.file.write_text(text)
-    env = environments.load(str(env.file), root=PROJECT_ROOT)
+    return environments.load(str(env.file), root=PROJECT_ROOT)
+
+
+def running_image(runtime: DockerRuntime) -> str:
+    found = runtime.inspect()
+    assert found is not None and found.running
+    return found.image
+
+
+def test_a_version_switch_in_containers_keeps_the_bookings_and_goes_back_on_failure(
+    docker_env: DockerEnv, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Deploy on a stand-in built from npm for 1.6.2, book, switch to the pinned 1.7.12 on
+    the same data; an image that does not come up on it puts 1.7.12 back; a variable the
+    target's --dump-config lacks stops nothing; a foreign image is named."""
+    old_tag, broken_tag = "nexus-local/restate-server:1.6.2", "nexus-test/restate-broken:1.7.99"
+    env = pinned(docker_env("swap"), "1.6.2", old_tag)
     runtime = DockerRuntime(env)
-    tag = env.settings.restate.image
-    assert tag == "nexus-local/restate-server:1.7.10" and not image_present(tag)
     try:
-        would = runtime.image(StepContext(check=True))
-        assert would.status is Status.CHANGED and not image_present(tag)
-        built = runtime.image(StepContext())
-        assert built.status is Status.CHANGED and image_present(tag), built.message
-        assert runtime.image(StepContext()).status is Status.OK
+        assert not image_present(old_tag)
+        assert runtime.image(StepContext(check=True)).status is Status.CHANGED
+        assert not image_present(old_tag)
+        deployed(env)  # its image step builds the 1.6.2 stand-in
+        assert running_image(runtime) == old_tag
+        stack = Stack(env)
+        book(stack, "dsw:1")
+        deployments = sorted(d["id"] for d in stack.admin.deployments())
+
+        new = pinned(env, "1.7.12", IMAGE)
+        out = io.StringIO()
+        assert not deploy(new, out=out, check=True, diff=True).failed, out.getvalue()
+        text = " ".join(out.getvalue().split())
+        assert f"would switch restate-server 1.6.2 → 1.7.12 (container {runtime.container}" in text
+        assert running_image(runtime) == old_tag
+        switched = " ".join(deployed(new).split())
+        assert "switched restate-server 1.6.2 → 1.7.12" in switched, switched
+        assert running_image(runtime) == IMAGE and seat_status(new, "dsw:1") == "SOLD"
+        (archive,) = (env.state_dir.parent / f"{env.state_dir.name}-backups").glob("*.tar.gz")
+        assert read_manifest(archive)["server_version"] == "1.6.2"
+        assert sorted(d["id"] for d in Stack(new).admin.deployments()) == deployments
+
+        # An image that starts a server of another cluster name: it refuses the data.
+        made = docker("create", IMAGE)
+        assert made.returncode == 0, made.stderr
+        entry = '["/usr/local/bin/restate-server","--cluster-name","not-this-one"]'
+        committed = docker(
+            "commit", "--change", f"ENTRYPOINT {entry}", made.stdout.strip(), broken_tag
+        )
+        docker("rm", made.stdout.strip())
+        assert committed.returncode == 0, committed.stderr
+        broken = pinned(env, "1.7.99", broken_tag)
+        started_at = runtime.inspect().started_at  # type: ignore[union-attr]
+        with monkeypatch.context() as patch:
+            variables = DockerRuntime.variables
+            patch.setattr(
+                DockerRuntime,
+                "variables",
+                lambda self: {**variables(self), "RESTATE_ADMIN__BOGUS_KEY": "1"},
+            )
+            out = io.StringIO()
+            assert deploy(broken, out=out).failed
+        text = " ".join(out.getvalue().split())
+        assert "does not know admin.bogus-key" in text and "nothing was stopped" in text, text
+        assert runtime.inspect().started_at == started_at  # type: ignore[union-attr]
+
+        out = io.StringIO()
+        assert deploy(broken, out=out).failed
+        text = " ".join(out.getvalue().split())
+        assert "did not come up on the data" in text, text
+        assert "went back to restate-server 1.7.12" in text, text
+        assert running_image(runtime) == IMAGE and seat_status(new, "dsw:1") == "SOLD"
+        assert "changed=0 failed=0" in recap(deployed(pinned(env, "1.7.12", IMAGE)))
     finally:
-        docker("image", "rm", "--force", tag)
-    foreign = env.file.read_text().replace(tag, "docker.io/restatedev/restate:0.0.1")
-    env.file.write_text(foreign)
-    runtime = DockerRuntime(environments.load(str(env.file), root=PROJECT_ROOT))
+        down(env, purge=True, out=io.StringIO())
+        docker("image", "rm", "--force", old_tag, broken_tag)
+    foreign = pinned(env, "1.7.12", "docker.io/restatedev/restate:0.0.1")
     with pytest.raises(RuntimeUnavailable, match=r"restate:0\.0\.1 is not in the engine"):
-        runtime.image(StepContext())
+        DockerRuntime(foreign).image(StepContext())
