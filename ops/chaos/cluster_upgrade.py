@@ -20,9 +20,9 @@ from ops.server.cluster import ClusterRuntime
 from ops.server.server_upgrade import markers, show
 from ops.testing.checks import Skip
 
-#: The version the scenario rolls down to and back up from: the newest npm serves before
-#: the pinned 1.7.12 (npm has no 1.7.11), inside the data's window.
-PREVIOUS = "1.7.10"
+#: The version the scenario rolls down to and back up from: the previous minor, whose
+#: 1.6.0 start the 1.7 data's window keeps (the 1.6 → 1.7 upgrade is then rolled under load).
+PREVIOUS = "1.6.2"
 
 
 class ClusterUpgradeFailed(CheckFailed):

@@ -21,8 +21,11 @@ from ops.server.object_store import STORE, ObjectStore, snapshot_config
 from ops.server.object_store import status_lines as snapshot_status
 from ops.server.runtimes import BinaryRuntime, npm_install, stop_step, unified, wait_until
 from ops.server.server_config import Membership, ServerNode, restate_config
+from ops.server.server_upgrade import parse_version
 
 RESTATECTL = "@restatedev/restatectl"
+#: npm serves restatectl from 1.7.10 on (not 1.6.x): older servers get this one.
+OLDEST_RESTATECTL = "1.7.10"
 
 
 @dataclass(frozen=True)
@@ -103,6 +106,12 @@ def node_config(env: Environment, node: Node, members: list[Node]) -> str:
     return restate_config(env, server)
 
 
+def restatectl_version(server: str) -> str:
+    """The restatectl release that inspects a cluster of restate-server `server`."""
+    oldest = OLDEST_RESTATECTL
+    return server if parse_version(server) >= parse_version(oldest) else oldest
+
+
 class ClusterRuntime:
     """N managed restate-server processes and the pinned restatectl to inspect them."""
 
@@ -131,11 +140,12 @@ class ClusterRuntime:
         return [*steps, ("snapshot-store", stop_step(self.procs, STORE))]
 
     def install(self, ctx: StepContext) -> Result:
-        """restate-server and restatectl, both at the pinned version."""
+        """restate-server at the pinned version and restatectl at it too, or at the oldest
+        npm serves when that is newer."""
         result = self.single.install(ctx)
         if self.restatectl.is_file():
             return result
-        version = self.env.settings.restate.version
+        version = restatectl_version(self.env.settings.restate.version)
         if ctx.check:
             return Result.changed(f"would install {RESTATECTL}@{version} with npm")
         npm_install(self.env.npm_dir, f"{RESTATECTL}@{version}", self.restatectl)
@@ -260,7 +270,7 @@ class ClusterRuntime:
         """Partition id → leader node, from restatectl's cluster tables."""
         sql = (
             "SELECT partition_id, plain_node_id FROM partition_state"
-            " WHERE effective_mode = 'Leader' ORDER BY partition_id"
+            " WHERE lower(effective_mode) = 'leader' ORDER BY partition_id"
         )
         addresses = [arg for n in self.nodes for arg in ("-s", n.address)]
         try:

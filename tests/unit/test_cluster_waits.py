@@ -13,7 +13,7 @@ from ops.base import environments
 from ops.base.environments import PROJECT_ROOT
 from ops.base.errors import ProcessError
 from ops.base.processes import ProcessManager, ProcessSpec
-from ops.server.cluster import ClusterRuntime
+from ops.server.cluster import ClusterRuntime, restatectl_version
 
 
 def cluster_runtime(tmp_path: Path) -> ClusterRuntime:
@@ -57,3 +57,9 @@ def test_while_alive_passes_the_probe_through_while_every_node_runs(tmp_path: Pa
     finally:
         for node in runtime.nodes:
             runtime.procs.stop(node.process)
+
+
+def test_a_server_older_than_any_restatectl_on_npm_gets_the_oldest_one() -> None:
+    assert restatectl_version("1.6.2") == "1.7.10"
+    assert restatectl_version("1.7.10") == "1.7.10"
+    assert restatectl_version("1.7.12") == "1.7.12"
