@@ -368,7 +368,7 @@ def replace_node(
 @task(help={"env": ENV_HELP, "json": "print the archive's manifest as one JSON object"})
 def backup(c: Context, env: str = "local", json: bool = False) -> None:
     """Stop restate-server gracefully, archive its data with a manifest, start it again
-    (binary runtime); prints the archive's path and the downtime."""
+    (one node: binary or docker runtime); prints the archive's path and the downtime."""
     _refuse_dry(c, "backup")
     with _errors():
         outcome = ops.operations.backup.backup(_env(env))

@@ -27,6 +27,7 @@ class Booking:
     latency_ms: float = 0.0
     errors: int = 0
     started: float = 0.0
+    answer: str = ""  # the body of a definitive answer other than 200, and who gave it
 
 
 @dataclass
@@ -82,6 +83,10 @@ class ClusterLoad:
                         resp = clients[node].checkout(b.seat, b.user, idempotency_key=b.key)
                         if resp.status_code < 500 and resp.status_code != 404:
                             b.status = resp.status_code
+                            if resp.status_code != 200:
+                                since = time.monotonic() - self.started_at
+                                b.answer = (f"{resp.text[:160]} from {self.urls[node]} at"
+                                            f" {since:.1f}s, attempt {b.errors + 1}")  # fmt: skip
                             with self.lock:
                                 self.answers.append((time.monotonic(), self.urls[node]))
                             break
@@ -127,9 +132,10 @@ class ClusterLoad:
             *(f"{b.seat}: no definitive answer" for b in unresolved),
             *report.violations,
         ]
-        odd = sorted({b.status for b in self.bookings if b.status not in (0, 200)})
+        odd = [b for b in self.bookings if b.status not in (0, 200)]
         if odd:
-            problems.append(f"answers other than 200 on fresh seats: {odd}")
+            problems.append(f"answers other than 200 on fresh seats: {len(odd)}")
+            problems += [f"{b.seat}: {b.status} {b.answer}" for b in odd]
         return counts, problems, report
 
 

@@ -1,4 +1,4 @@
-"""Backup and restore of a single restate-server's data (binary runtime).
+"""Backup and restore of a single restate-server's data (binary and Docker runtimes).
 
 Restate has no online backup of a node: the server is stopped gracefully, its whole data
 directory archived, and the server started again. The archive (`.tar.gz`) holds the data
@@ -10,6 +10,7 @@ before it stops anything."""
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,7 @@ from ops.server.data_archive import (
     stamp,
     write_archive,
 )
+from ops.server.docker_runtime import DockerRuntime
 from ops.server.runtimes import SERVER, BinaryRuntime
 from ops.server.server_upgrade import Marker, judge, markers, parse_version
 
@@ -45,13 +47,35 @@ class Outcome:
     downtime_s: float
 
 
-def _runtime(env: Environment) -> BinaryRuntime:
-    if env.runtime != "binary":
-        raise NexusError(
-            f"{env.name}: backup and restore cover the binary runtime (one node); runtime ="
-            f" {env.runtime!r}: a cluster has partition snapshots (`invoke snapshot`)"
+@dataclass(frozen=True)
+class _Server:
+    """How the environment's one server is seen running, stopped gracefully and started."""
+
+    running: Callable[[], bool]
+    stop: Callable[[], object]
+    start: Callable[[], object]
+
+
+def _server(env: Environment) -> _Server:
+    if env.runtime == "binary":
+        binary = BinaryRuntime(env, ProcessManager(env.state_dir))
+        return _Server(
+            lambda: binary.procs.info(SERVER).alive,
+            lambda: binary.procs.stop(SERVER),
+            lambda: binary.server(StepContext()),
         )
-    return BinaryRuntime(env, ProcessManager(env.state_dir))
+    if env.runtime == "docker":
+        container = DockerRuntime(env)
+
+        def running() -> bool:
+            found = container.inspect()
+            return found is not None and found.running
+
+        return _Server(running, container.remove, lambda: container.server(StepContext()))
+    raise NexusError(
+        f"{env.name}: backup and restore cover one node (runtime binary or docker); runtime"
+        f" = {env.runtime!r}: a cluster has partition snapshots (`invoke snapshot`)"
+    )
 
 
 def _deployment_ids(env: Environment) -> list[str]:
@@ -62,21 +86,17 @@ def _deployment_ids(env: Environment) -> list[str]:
         client.close()
 
 
-def _restart(runtime: BinaryRuntime) -> None:
-    runtime.server(StepContext())
-
-
 def backup(env: Environment, into: Path | None = None) -> Outcome:
     """Stop the server gracefully, archive its data with a manifest, start it again."""
-    runtime = _runtime(env)
+    server = _server(env)
     source = data_dir(env)
     found = markers(env.state_dir)
     if not source.is_dir() or not found:
         raise NexusError(f"{env.name}: no server data in {source} (deploy first)")
-    deployments = _deployment_ids(env) if runtime.procs.info(SERVER).alive else []
+    deployments = _deployment_ids(env) if server.running() else []
     archive = (into or backups_dir(env)) / f"{env.name}-{stamp()}.tar.gz"
     down_at = time.monotonic()
-    runtime.procs.stop(SERVER)
+    server.stop()
     try:
         manifest = write_archive(
             env,
@@ -86,7 +106,7 @@ def backup(env: Environment, into: Path | None = None) -> Outcome:
             deployments=deployments,
         )
     finally:
-        _restart(runtime)
+        server.start()
     return Outcome(archive, manifest, time.monotonic() - down_at)
 
 
@@ -102,7 +122,7 @@ def restore(env: Environment, archive: Path, *, force: bool = False) -> Outcome:
     """Check the archive, stop the server, put the archived data in place, start it, and
     prove it: the archived deployments are registered again. The replaced data is kept
     beside it (`data.before-restore-<time>`)."""
-    runtime = _runtime(env)
+    server = _server(env)
     manifest = read_manifest(archive)
     if manifest.get("environment") != env.name and not force:
         raise BackupRefused(
@@ -116,9 +136,9 @@ def restore(env: Environment, archive: Path, *, force: bool = False) -> Outcome:
         if verdict.kind == "refused" and not force:
             raise BackupRefused(f"{archive}: {verdict.reason} (--force restores it anyway)")
     down_at = time.monotonic()
-    runtime.procs.stop(SERVER)
+    server.stop()
     put_back(env, archive, "before-restore")
-    _restart(runtime)
+    server.start()
     downtime = time.monotonic() - down_at
     missing = sorted(set(manifest.get("deployments", [])) - set(_deployment_ids(env)))
     if missing:

@@ -19,7 +19,7 @@ from ops.base.errors import NexusError, RuntimeUnavailable
 from ops.base.processes import free_port
 from ops.base.steps import Status, StepContext
 from ops.chaos import run_chaos
-from ops.operations.backup import read_manifest
+from ops.operations.backup import backup, read_manifest, restore
 from ops.release.service_containers import ServiceContainers
 from ops.release.stack import Stack, deploy, down, status_lines
 from ops.server.docker_runtime import DockerRuntime
@@ -211,7 +211,8 @@ def test_a_version_switch_in_containers_keeps_the_bookings_and_goes_back_on_fail
 ) -> None:
     """Deploy on a stand-in built from npm for 1.6.2, book, switch to the pinned 1.7.12 on
     the same data; an image that does not come up on it puts 1.7.12 back; a variable the
-    target's --dump-config lacks stops nothing; a foreign image is named."""
+    target's --dump-config lacks stops nothing; backup and restore round-trip a booking; a
+    foreign image is named."""
     old_tag, broken_tag = "nexus-local/restate-server:1.6.2", "nexus-test/restate-broken:1.7.99"
     env = pinned(docker_env("swap"), "1.6.2", old_tag)
     runtime = DockerRuntime(env)
@@ -269,6 +270,14 @@ def test_a_version_switch_in_containers_keeps_the_bookings_and_goes_back_on_fail
         assert "went back to restate-server 1.7.12" in text, text
         assert running_image(runtime) == IMAGE and seat_status(new, "dsw:1") == "SOLD"
         assert "changed=0 failed=0" in recap(deployed(pinned(env, "1.7.12", IMAGE)))
+
+        # Backup and restore in containers: a seat booked after the backup is gone after.
+        taken = backup(new, into=env.state_dir.parent / "docker-backups")
+        assert taken.manifest["server_version"] == "1.7.12" and running_image(runtime) == IMAGE
+        book(Stack(new), "dsw:2")
+        restored = restore(new, taken.archive)
+        assert seat_status(new, "dsw:1") == "SOLD" and seat_status(new, "dsw:2") != "SOLD"
+        assert running_image(runtime) == IMAGE and restored.downtime_s > 0
     finally:
         down(env, purge=True, out=io.StringIO())
         docker("image", "rm", "--force", old_tag, broken_tag)
