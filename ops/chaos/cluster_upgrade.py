@@ -20,9 +20,12 @@ from ops.server.cluster import ClusterRuntime
 from ops.server.server_upgrade import markers, show
 from ops.testing.checks import Skip
 
-#: The version the scenario rolls down to and back up from: the previous minor, whose
-#: 1.6.0 start the 1.7 data's window keeps (the 1.6 → 1.7 upgrade is then rolled under load).
-PREVIOUS = "1.6.2"
+#: The version cluster-upgrade rolls down to and back up from: the newest patch npm serves
+#: before the pinned 1.7.12 (it has no 1.7.11).
+PREVIOUS = "1.7.10"
+#: cluster-minor-upgrade's: the previous minor, whose 1.6.0 the 1.7 data's window keeps, so
+#: the 1.6 → 1.7 upgrade is rolled under load (a mixed-version cluster in between).
+PREVIOUS_MINOR = "1.6.2"
 
 
 class ClusterUpgradeFailed(CheckFailed):
@@ -30,10 +33,20 @@ class ClusterUpgradeFailed(CheckFailed):
 
 
 def cluster_upgrade_scenario(cx: ChaosContext) -> str:
-    """cluster-upgrade: roll the cluster to the previous version and back under load."""
-    if cx.env.runtime != "cluster":
-        raise Skip(f"needs runtime = cluster, nodes to roll (here: {cx.env.runtime})")
+    """cluster-upgrade: roll the cluster to the previous patch and back under load."""
+    _need_cluster(cx.env)
     return cluster_upgrade(cx.env)
+
+
+def cluster_minor_upgrade_scenario(cx: ChaosContext) -> str:
+    """cluster-minor-upgrade: roll the cluster to the previous minor and back under load."""
+    _need_cluster(cx.env)
+    return cluster_upgrade(cx.env, previous=PREVIOUS_MINOR)
+
+
+def _need_cluster(env: Environment) -> None:
+    if env.runtime != "cluster":
+        raise Skip(f"needs runtime = cluster, nodes to roll (here: {env.runtime})")
 
 
 def pinned(env: Environment, version: str) -> Environment:

@@ -13,7 +13,7 @@ from ops.base.environments import Environment
 from ops.base.errors import NexusError
 from ops.chaos.bad_input import bad_input
 from ops.chaos.base import ChaosContext, Scenario
-from ops.chaos.cluster_upgrade import cluster_upgrade_scenario
+from ops.chaos.cluster_upgrade import cluster_minor_upgrade_scenario, cluster_upgrade_scenario
 from ops.chaos.contention import hold_expiry, hot_seat
 from ops.chaos.crashes import restart_idempotence, server_crash, service_crash
 from ops.chaos.gateway import gateway_outage
@@ -38,6 +38,7 @@ SCENARIOS: dict[str, Scenario] = {
     "node-loss": node_loss_scenario,
     "node-replace": node_replace_scenario,
     "cluster-upgrade": cluster_upgrade_scenario,
+    "cluster-minor-upgrade": cluster_minor_upgrade_scenario,
     "rollout": rollout,
     "server-upgrade": server_upgrade,
 }

@@ -119,6 +119,7 @@ def test_every_issue_scenario_is_there() -> None:
         "node-loss",
         "node-replace",
         "cluster-upgrade",
+        "cluster-minor-upgrade",
         "rollout",
         "server-upgrade",
     ]
