@@ -160,6 +160,11 @@ def _admin(environment: environments.Environment) -> AdminClient:
     return AdminClient(environment.admin.url, environment.token)
 
 
+def _older_than(text: str) -> float:
+    """`--older-than` in seconds; 0 when not given."""
+    return ops.clients.invocations.parse_duration("--older-than", text) if text else 0.0
+
+
 @task(
     help={
         "env": ENV_HELP,
@@ -188,11 +193,7 @@ def invocations(
         if status and status not in ops.clients.invocations.OPEN_STATUSES:
             known = ", ".join(ops.clients.invocations.OPEN_STATUSES)
             raise NexusError(f"--status takes one of {known}, not {status!r}")
-        older = (
-            ops.clients.invocations.parse_duration("--older-than", older_than)
-            if older_than
-            else 0.0
-        )
+        older = _older_than(older_than)
         environment = _env(env)
         admin = _admin(environment)
         try:
@@ -248,25 +249,13 @@ def cancel(
             raise NexusError("name invocation ids, or select with --stuck and/or --older-than")
         if force and not kill:
             raise NexusError("--force only applies to --kill")
-        older = (
-            ops.clients.invocations.parse_duration("--older-than", older_than)
-            if older_than
-            else 0.0
-        )
+        older = _older_than(older_than)
         environment = _env(env)
         admin = _admin(environment)
         try:
-            if named:
-                chosen = ops.clients.invocations.by_ids(admin, named)
-            else:
-                selection = ops.clients.invocations.Selection(
-                    older_than_s=older, max_retries=max_retries
-                )
-                chosen = [
-                    i
-                    for i in selection.apply(ops.clients.invocations.open_invocations(admin))
-                    if not stuck or i.stuck_reason(max_retries) is not None
-                ]
+            chosen = ops.clients.invocations.to_end(
+                admin, named, stuck=stuck, older_than_s=older, max_retries=max_retries
+            )
             if kill:
                 ops.clients.invocations.check_kill(chosen, force=force)
             verb = "kill" if kill else "cancel"
@@ -300,11 +289,7 @@ def purge(
 ) -> None:
     """Remove completed invocations (their journal and metadata) from Restate."""
     with _errors():
-        older = (
-            ops.clients.invocations.parse_duration("--older-than", older_than)
-            if older_than
-            else 0.0
-        )
+        older = _older_than(older_than)
         environment = _env(env)
         admin = _admin(environment)
         try:

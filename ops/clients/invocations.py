@@ -422,6 +422,26 @@ def by_ids(admin: AdminClient, ids: Sequence[str]) -> list[Invocation]:
     return invocations
 
 
+def to_end(
+    admin: AdminClient,
+    ids: Sequence[str],
+    *,
+    stuck: bool,
+    older_than_s: float,
+    max_retries: int = DEFAULT_MAX_RETRIES,
+) -> list[Invocation]:
+    """The invocations `invoke cancel` ends: those named, or the open ones selected by age
+    and (with `stuck`) only the stuck ones."""
+    if ids:
+        return by_ids(admin, ids)
+    selection = Selection(older_than_s=older_than_s, max_retries=max_retries)
+    return [
+        i
+        for i in selection.apply(open_invocations(admin))
+        if not stuck or i.stuck_reason(max_retries) is not None
+    ]
+
+
 def check_kill(invocations: Iterable[Invocation], *, force: bool) -> None:
     """Killing a Checkout needs `force`: the refusal says why and what to do instead."""
     checkouts = [i.id for i in invocations if i.service == _CHECKOUT]

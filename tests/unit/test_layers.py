@@ -89,9 +89,10 @@ def test_the_check_sees_an_upward_import(tmp_path: Path) -> None:
     ]
 
 
-@pytest.mark.parametrize("name", sorted(modules()))
+@pytest.mark.parametrize("name", [*sorted(modules()), "tasks"])
 def test_modules_stay_readable(name: str) -> None:
-    lines = len(modules()[name].read_text().splitlines())
+    path = OPS.parent / "tasks.py" if name == "tasks" else modules()[name]
+    lines = len(path.read_text().splitlines())
     assert lines <= MAX_LINES, f"{name} has {lines} lines; split it by job"
 
 
