@@ -8,7 +8,7 @@ import json
 import subprocess
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from ops.base.environments import Environment
@@ -21,7 +21,7 @@ from ops.server.object_store import STORE, ObjectStore, snapshot_config
 from ops.server.object_store import status_lines as snapshot_status
 from ops.server.runtimes import BinaryRuntime, npm_install, stop_step, unified, wait_until
 from ops.server.server_config import Membership, ServerNode, restate_config
-from ops.server.server_upgrade import parse_version
+from ops.server.server_upgrade import markers, parse_version, show
 
 RESTATECTL = "@restatedev/restatectl"
 #: npm serves restatectl from 1.7.10 on (not 1.6.x): older servers get this one.
@@ -229,20 +229,28 @@ class ClusterRuntime:
         """Restart running nodes one at a time (a new version or config), so the cluster
         keeps its quorum: before each node, every partition has a leader and every node
         runs (none crash-looping); after it, the node answers on admin and ingress again.
-        The message gives each node's time out of service."""
-        downtimes = []
+        The message gives each node's time out of service. A node that does not come up
+        is started again on the version its data was last written by, with its old config,
+        and the roll stops there, saying so."""
+        downtimes: list[str] = []
+        written = {m.node: show(m.current) for m in markers(self.env.state_dir)}
         for node, spec in pending:
             self.wait_for_leaders(120.0)
             down_at = time.monotonic()
-            self.procs.stop(node.process)
             path = self.config_file(node)
+            old_config = path.read_text() if path.is_file() else ""
+            self.procs.stop(node.process)
             path.write_text(node_config(self.env, node, self.nodes))
-            self.procs.start(spec)
-            wait_until(
-                self.while_alive(http_ready(f"{node.ingress_url}/restate/health")),
-                60.0,
-                f"{node.name}'s ingress did not become ready within 60s after its restart",
-            )
+            try:
+                self._start_node(node, spec)
+            except NexusError as exc:
+                back = self._go_back(node, spec, written.get(node.name), old_config)
+                rolled = ", ".join(d.split()[0] for d in downtimes) or "none"
+                raise NexusError(
+                    f"{node.name} did not come up on restate-server"
+                    f" {self.env.settings.restate.version}: {exc}\n{back}; the nodes rolled"
+                    f" before it ({rolled}) stay on the new version"
+                ) from None
             downtimes.append(f"{node.name} {time.monotonic() - down_at:.1f}s")
         leaders = self.wait_for_leaders(120.0)
         # The admin API's SQL can name a restarted node's old generation for a moment
@@ -254,6 +262,29 @@ class ClusterRuntime:
             f" {leaders} partitions led",
             diff,
         )
+
+    def _start_node(self, node: Node, spec: ProcessSpec) -> None:
+        self.procs.start(spec)
+        wait_until(
+            self.while_alive(http_ready(f"{node.ingress_url}/restate/health")),
+            60.0,
+            f"{node.name}'s ingress did not become ready within 60s after its restart",
+        )
+
+    def _go_back(self, node: Node, spec: ProcessSpec, old: str | None, config: str) -> str:
+        """`node` started again on version `old` with its old config; what happened."""
+        self.procs.stop(node.process)
+        binary = self.single.binary_of(old) if old else None
+        if binary is None or not binary.is_file() or not config:
+            return f"not gone back: no installed restate-server {old} or old config for it"
+        self.config_file(node).write_text(config)
+        try:
+            self._start_node(node, replace(spec, argv=[str(binary), *spec.argv[1:]], inputs=config))
+            self.wait_for_leaders(120.0)
+            wait_until(self.sql_answers, 60.0, "the cluster's SQL did not answer within 60s")
+        except NexusError as exc:
+            return f"going back to {old} failed too: {exc}"
+        return f"went back: {node.name} runs restate-server {old} again"
 
     def sql_answers(self) -> bool:
         """True when a query over every partition's invocations answers."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import re
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from ops.base import environments
 from ops.base.environments import PROJECT_ROOT, Environment
 from ops.base.processes import free_port, group_alive
 from ops.chaos import run_chaos
+from ops.chaos.cluster_upgrade import pinned
 from ops.chaos.node_loss import node_loss
 from ops.operations.node_replace import ReplaceRefused, replace_node, snapshot
 from ops.release.stack import Stack, deploy, down, status_lines
@@ -171,6 +173,42 @@ def test_a_version_change_rolls_the_cluster_one_node_at_a_time_under_load(
     assert "0 unresolved, 0 lost" in detail and "audit ok" in detail, detail
     # Three nodes rolled each way, each with its own time out of service.
     assert len(re.findall(r"\bn\d+(?:r\d+)? \d+\.\ds", detail)) == 6, detail
+
+
+FAILING_NODE = """#!/bin/sh
+# A restate-server release that does not come up: what a broken upgrade looks like.
+echo "this build of restate-server cannot start" >&2
+exit 3
+"""
+
+
+def test_a_node_that_does_not_come_up_on_the_new_version_goes_back_and_the_roll_stops(
+    cluster_env: Environment,
+) -> None:
+    runtime = ClusterRuntime(cluster_env, Stack(cluster_env).procs)
+    broken = pinned(cluster_env, "1.7.99")
+    fake = ClusterRuntime(broken, runtime.procs)
+    npm = fake.single.binary.parents[4]
+    try:
+        fake.single.binary.parent.mkdir(parents=True)
+        fake.single.binary.write_text(FAILING_NODE)
+        fake.single.binary.chmod(0o755)
+        fake.restatectl.parent.mkdir(parents=True)
+        fake.restatectl.symlink_to(runtime.restatectl)
+        out = io.StringIO()
+        assert deploy(broken, out=out).failed
+        text = " ".join(out.getvalue().split())
+        assert "n1 did not come up on restate-server 1.7.99" in text, text
+        assert "went back: n1 runs restate-server 1.7.12 again" in text, text
+        assert "the nodes rolled before it (none)" in text, text
+    finally:
+        shutil.rmtree(npm, ignore_errors=True)
+    assert all(runtime.procs.info(n.process).alive for n in runtime.nodes)
+    resp = Stack(cluster_env).ingress.call("Ticket", "get", key="back:1", timeout=30)
+    assert resp.status_code == 200, resp.text
+    out = io.StringIO()
+    assert not deploy(cluster_env, out=out).failed, out.getvalue()
+    assert re.search(r"^ok\s+cluster", out.getvalue(), re.M), out.getvalue()
 
 
 def test_down_stops_every_node(tmp_path: Path, cluster_env: Environment) -> None:
