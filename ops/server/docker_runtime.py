@@ -253,12 +253,7 @@ class DockerRuntime:
             return Result.changed(f"would {action} container {self.container}{suffix}", diff)
         if found is not None:
             self.remove()
-        self._check_ports()
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        proc = docker(*self.run_command()[1:], timeout=120)
-        if proc.returncode != 0:
-            raise NexusError(f"docker run failed: {proc.stderr.strip()[-1000:]}")
-        took = self.wait_healthy()
+        took = self._run()
         past = "started" if found is None else "recreated"
         return Result.changed(
             f"{past} container {self.container}{suffix}, healthy after {took:.1f}s", diff
@@ -291,12 +286,8 @@ class DockerRuntime:
         earlier = found.spec if found is not None and found.spec else None
 
         def start(spec: list[str] | None = None) -> str:
-            self._check_ports()
-            self.data_dir.mkdir(parents=True, exist_ok=True)
-            proc = docker(*self.run_command(spec)[1:], timeout=120)
-            if proc.returncode != 0:
-                raise NexusError(f"docker run failed: {proc.stderr.strip()[-1000:]}")
-            return f"image {(spec or self.spec())[-1]}, healthy after {self.wait_healthy():.1f}s"
+            took = self._run(spec)
+            return f"image {(spec or self.spec())[-1]}, healthy after {took:.1f}s"
 
         def go_back() -> str:
             if earlier is None:
@@ -322,6 +313,16 @@ class DockerRuntime:
             go_back=go_back,
         )
         return Result.changed(switch(env, old, new, archive, steps), lines)
+
+    def _run(self, spec: list[str] | None = None) -> float:
+        """`docker run` this runtime's container (with `spec`: another container's
+        settings) on free ports; seconds until healthy."""
+        self._check_ports()
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        proc = docker(*self.run_command(spec)[1:], timeout=120)
+        if proc.returncode != 0:
+            raise NexusError(f"docker run failed: {proc.stderr.strip()[-1000:]}")
+        return self.wait_healthy()
 
     def _check_ports(self) -> None:
         for what, address in self.addresses().items():
