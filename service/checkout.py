@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Callable
 import restate
 from restate import Context, RunOptions, TerminalError
 from restate.serde import BytesSerde, JsonSerde, PydanticJsonSerde, Serde
+from restate.server_context import restate_context_is_replaying
 
 from service import payment
 from service.config import settings
@@ -25,7 +26,6 @@ CONFIRMED = "Booking Confirmed"
 # Explicit serdes spare the SDK from inspecting each step's signature on every call.
 _OUTCOME: Serde[ChargeOutcome] = PydanticJsonSerde(ChargeOutcome)  # type: ignore[no-untyped-call]
 _TEXT = JsonSerde[str]()
-_KNOWN_SOLD = RunOptions[bool](serde=JsonSerde[bool]())
 
 
 def parse_checkout(body: bytes) -> CheckoutRequest:
@@ -41,6 +41,7 @@ def parse_checkout(body: bytes) -> CheckoutRequest:
 @checkout.handler(input_serde=BytesSerde())
 async def process(ctx: Context, body: bytes) -> str:
     """Book one seat for one user; answers "Booking Confirmed" or a terminal error."""
+    fresh = _fresh_attempt()  # first, before any call to the context
     req = parse_checkout(body)
     booking_id = ctx.request().id
     # The hold is this checkout's own: confirm and release name it, so no other
@@ -49,7 +50,7 @@ async def process(ctx: Context, body: bytes) -> str:
     pay_key = f"checkout-{ctx.uuid()}"
     charged = ChargeOutcome(status="pending")
     compensations: list[Callable[[], Awaitable[object]]] = []
-    if await _known_sold(ctx, req.ticket_id):
+    if fresh and sold_seats.known_sold(req.ticket_id):
         raise TerminalError(SOLD_MESSAGE, status_code=409)  # the Ticket's own answer
     try:
         await _take_seat(ctx, req.ticket_id, holder)
@@ -88,17 +89,17 @@ def _cancelled(exc: TerminalError) -> bool:
     return exc.status_code == 409 and exc.message == "cancelled"
 
 
-async def _known_sold(ctx: Context, ticket_id: str) -> bool:
-    """Whether this process knows the seat is SOLD, as a journaled step before the hold.
+def _fresh_attempt() -> bool:
+    """Whether this attempt's journal holds nothing but its input.
 
-    A retried attempt replays the recorded answer and goes on to the hold call already in
-    its journal: only an attempt that has not recorded this step reads the live set, and
-    such an attempt has sent no hold call, so it cannot have sold the seat itself."""
-
-    async def lookup() -> bool:  # async: it runs on the event loop, no thread hop
-        return sold_seats.known_sold(ticket_id)
-
-    return await ctx.run_typed("known sold", lookup, _KNOWN_SOLD)
+    Only such an attempt may refuse from the live set of sold seats: no hold call of this
+    checkout was ever stored (Restate retries only once every command an attempt sent is
+    stored), so it cannot have sold the seat itself, and an answer read now contradicts
+    no recorded step. An attempt with anything recorded took the "not known sold" path
+    before (a refusal records only its output, and a finished invocation is not retried),
+    so it takes it again. The flag is the SDK's own, set from `StartMessage.known_entries`
+    before the handler runs; see docs/sold-out-seats.md."""
+    return not restate_context_is_replaying.get()
 
 
 async def _take_seat(ctx: Context, ticket_id: str, holder: bytes) -> None:
