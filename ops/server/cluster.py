@@ -17,11 +17,12 @@ from ops.base.processes import ProcessManager, ProcessSpec, http_ready
 from ops.base.steps import Result, StepContext, StepFn
 from ops.clients.admin import AdminClient
 from ops.server.cluster_members import Member, load_members
+from ops.server.data_archive import backups_dir, stamp, write_archive
 from ops.server.object_store import STORE, ObjectStore, snapshot_config
 from ops.server.object_store import status_lines as snapshot_status
 from ops.server.runtimes import BinaryRuntime, npm_install, stop_step, unified, wait_until
 from ops.server.server_config import Membership, ServerNode, restate_config
-from ops.server.server_upgrade import markers, parse_version, show
+from ops.server.server_upgrade import Marker, markers, parse_version, show
 
 RESTATECTL = "@restatedev/restatectl"
 #: npm serves restatectl from 1.7.10 on (not 1.6.x): older servers get this one.
@@ -233,35 +234,68 @@ class ClusterRuntime:
         is started again on the version its data was last written by, with its old config,
         and the roll stops there, saying so."""
         downtimes: list[str] = []
-        written = {m.node: show(m.current) for m in markers(self.env.state_dir)}
+        found = {m.node: m for m in markers(self.env.state_dir)}
+        written = {name: show(m.current) for name, m in found.items()}
+        archives: list[Path] = []
+        archiving_s = 0.0
         for node, spec in pending:
             self.wait_for_leaders(120.0)
             down_at = time.monotonic()
             path = self.config_file(node)
             old_config = path.read_text() if path.is_file() else ""
             self.procs.stop(node.process)
+            started_at = time.monotonic()
+            archive = self._archive_node(node, found.get(node.name))
+            archiving_s += time.monotonic() - started_at
+            archives += [archive] if archive else []
             path.write_text(node_config(self.env, node, self.nodes))
             try:
                 self._start_node(node, spec)
             except NexusError as exc:
                 back = self._go_back(node, spec, written.get(node.name), old_config)
                 rolled = ", ".join(d.split()[0] for d in downtimes) or "none"
+                kept = f" (its data before the roll: {archive})" if archive else ""
                 raise NexusError(
                     f"{node.name} did not come up on restate-server"
-                    f" {self.env.settings.restate.version}: {exc}\n{back}; the nodes rolled"
-                    f" before it ({rolled}) stay on the new version"
+                    f" {self.env.settings.restate.version}: {exc}\n{back}{kept}; the nodes"
+                    f" rolled before it ({rolled}) stay on the new version"
                 ) from None
             downtimes.append(f"{node.name} {time.monotonic() - down_at:.1f}s")
         leaders = self.wait_for_leaders(120.0)
         # The admin API's SQL can name a restarted node's old generation for a moment
         # ("node N3:2 was shut down"); what deploys next reads it.
         wait_until(self.sql_answers, 60.0, "the cluster's SQL did not answer within 60s")
+        size_mb = sum(path.stat().st_size for path in archives) / 1e6
+        where = (
+            f"; each node's data archived first ({size_mb:.1f} MB in {archiving_s:.1f}s in"
+            f" all), in {archives[0].parent}"
+            if archives
+            else ""
+        )
         return Result.changed(
             f"rolled {len(pending)} node(s) one at a time, every partition led before each"
             f" ({', '.join(downtimes)} out of service): {len(self.nodes)} nodes,"
-            f" {leaders} partitions led",
+            f" {leaders} partitions led{where}",
             diff,
         )
+
+    def _archive_node(self, node: Node, marker: Marker | None) -> Path | None:
+        """The stopped node's data as a checked archive, before it restarts on another
+        version (none for a config change, or a node with no data yet)."""
+        if marker is None or show(marker.current) == self.env.settings.restate.version:
+            return None
+        target = self.env.settings.restate.version
+        name = f"{self.env.name}-{node.name}-before-{target}-{stamp()}.tar.gz"
+        archive = backups_dir(self.env) / name
+        write_archive(
+            self.env,
+            archive,
+            server_version=show(marker.current),
+            found=[marker],
+            deployments=[],
+            node=node.name,
+        )
+        return archive
 
     def _start_node(self, node: Node, spec: ProcessSpec) -> None:
         self.procs.start(spec)

@@ -2,7 +2,8 @@
 under `data/` and a `manifest.json` first (environment, server version, each node's data
 marker, deployments, time, size and a sha256 per file). `invoke backup` writes one, and so
 does deploy before it switches the server's version; `invoke restore` and deploy's
-fallback put one back."""
+fallback put one back. A cluster roll writes one per node (`data/<node>/` only) before
+it restarts that node."""
 
 from __future__ import annotations
 
@@ -46,12 +47,16 @@ def write_archive(
     server_version: str,
     found: list[Marker],
     deployments: list[str],
+    node: str | None = None,
 ) -> dict[str, Any]:
-    """Archive the (stopped) server's data directory with its manifest; the manifest."""
+    """Archive the (stopped) server's data directory with its manifest; the manifest.
+    With `node`, only that (stopped) node's `data/<node>/`, and the manifest names it."""
     source = data_dir(env)
-    files = sorted(p for p in source.rglob("*") if p.is_file())
+    root = source / node if node else source
+    files = sorted(p for p in root.rglob("*") if p.is_file())
     manifest: dict[str, Any] = {
         "environment": env.name,
+        **({"node": node} if node else {}),
         "server_version": server_version,
         "markers": [marker.record() for marker in found],
         "deployments": deployments,
@@ -65,7 +70,9 @@ def write_archive(
         info = tarfile.TarInfo(MANIFEST)
         info.size = len(body)
         tar.addfile(info, io.BytesIO(body))
-        tar.add(source, "data")
+        tar.add(source, "data", recursive=node is None)
+        if node:
+            tar.add(root, f"data/{node}")
     return manifest
 
 

@@ -161,10 +161,16 @@ def plan_lines(env: Environment, found: list[Marker], verdicts: list[Verdict]) -
             " state folder once the server has stopped, before the new version starts; if"
             f" it does not come up, that data goes back under the old {old}"
         )
+    elif env.runtime == "cluster":
+        lines.append(
+            f"  backup: each node's data is archived into {env.state_dir.name}-backups/ once"
+            " that node has stopped, before it starts on the new version; a node that does"
+            " not come up starts again on its old version and data as they are (its archive"
+            " is named); partition snapshots are not taken (`invoke snapshot` first)"
+        )
     else:
         lines.append(
             f"  backup: none is taken by deploy on the {env.runtime} runtime; take one first"
-            " (`invoke snapshot` on a cluster)"
         )
     return lines
 

@@ -16,11 +16,12 @@ from ops.base import environments
 from ops.base.environments import PROJECT_ROOT, Environment
 from ops.base.processes import free_port, group_alive
 from ops.chaos import run_chaos
-from ops.chaos.cluster_upgrade import pinned
+from ops.chaos.cluster_upgrade import PREVIOUS, pinned
 from ops.chaos.node_loss import node_loss
 from ops.operations.node_replace import ReplaceRefused, replace_node, snapshot
 from ops.release.stack import Stack, deploy, down, status_lines
-from ops.server.cluster import ClusterRuntime
+from ops.server.cluster import ClusterRuntime, nodes
+from ops.server.data_archive import backups_dir, read_manifest
 from ops.server.runtimes import wait_until
 from ops.server.snapshots import restatectl
 from ops.testing.checks import run_checks
@@ -173,6 +174,14 @@ def test_a_version_change_rolls_the_cluster_one_node_at_a_time_under_load(
     assert "0 unresolved, 0 lost" in detail and "audit ok" in detail, detail
     # Three nodes rolled each way, each with its own time out of service.
     assert len(re.findall(r"\bn\d+(?:r\d+)? \d+\.\ds", detail)) == 6, detail
+    # Each node's data was archived before it restarted on the other version.
+    pinned_version = cluster_env.settings.restate.version
+    for target, written in ((PREVIOUS, pinned_version), (pinned_version, PREVIOUS)):
+        found = backups_dir(cluster_env).glob(f"{cluster_env.name}-*-before-{target}-*.tar.gz")
+        manifests = [read_manifest(path) for path in found]
+        assert sorted(m["node"] for m in manifests) == [n.name for n in nodes(cluster_env)]
+        assert all(m["server_version"] == written and m["files"] for m in manifests)
+        assert all(name.startswith(f"{m['node']}/") for m in manifests for name in m["files"])
 
 
 FAILING_NODE = """#!/bin/sh
@@ -201,6 +210,10 @@ def test_a_node_that_does_not_come_up_on_the_new_version_goes_back_and_the_roll_
         assert "n1 did not come up on restate-server 1.7.99" in text, text
         assert "went back: n1 runs restate-server 1.7.12 again" in text, text
         assert "the nodes rolled before it (none)" in text, text
+        kept = re.search(r"its data before the roll: (\S+\.tar\.gz)", text)
+        assert kept, text
+        manifest = read_manifest(Path(kept[1]))
+        assert (manifest["node"], manifest["server_version"]) == ("n1", "1.7.12"), manifest
     finally:
         shutil.rmtree(npm, ignore_errors=True)
     assert all(runtime.procs.info(n.process).alive for n in runtime.nodes)
