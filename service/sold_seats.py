@@ -8,10 +8,10 @@ state (`kv clear`, a purge): such a seat is refused for at most `ttl_s` more, or
 the service restarts, which empties the set. A seat that is missing costs the old path,
 one call to its Ticket, which puts it back.
 
-Safety under replay rests on the caller: Checkout reads the set inside a journaled step
-(`ctx.run`) before its hold call. A retried attempt replays that step's recorded answer
-and never reads the set; an attempt that does read it has no hold call in its journal,
-so it has sold nothing. See docs/sold-out-seats.md."""
+Safety under replay rests on the caller: Checkout reads the set only in an attempt
+whose journal holds nothing but its input. Such an attempt has no hold call recorded,
+so it has sold nothing; an attempt that replays a journal skips the set and follows its
+recorded calls. See docs/sold-out-seats.md."""
 
 from __future__ import annotations
 
