@@ -102,6 +102,9 @@ def _secret_values(env: environments.Environment) -> list[str | None]:
         " their type (in-flight invocations still drain on the old version)",
         "allow_downgrade": "roll restate-server back to an older [restate] version that the"
         " data's marker allows (refused otherwise)",
+        "allow_resharding": "with --allow-downgrade: roll data provisioned by 1.7 back to 1.6"
+        " although 1.6 places idempotent calls elsewhere, so Idempotency-Keys sent before are"
+        " not honoured after it (refused otherwise)",
         "service_url": "service mode url: this version's endpoint (default: [service] url,"
         " with {version} filled in)",
         "json": JSON_HELP,
@@ -115,6 +118,7 @@ def deploy(
     drain_timeout: str = "0",
     allow_breaking: bool = False,
     allow_downgrade: bool = False,
+    allow_resharding: bool = False,
     service_url: str = "",
     json: bool = False,
 ) -> None:
@@ -126,6 +130,7 @@ def deploy(
         drain_timeout=_seconds("--drain-timeout", drain_timeout),
         allow_breaking=allow_breaking,
         allow_downgrade=allow_downgrade,
+        allow_resharding=allow_resharding,
         service_url=service_url,
     )
     environment = _env(env)

@@ -58,6 +58,7 @@ class ReleaseOptions:
     service_url: str = ""  # url mode: the endpoint of this version (else [service] url)
     sources: Path | None = None  # the service package to release (else the working tree's)
     allow_downgrade: bool = False  # a restate-server rollback that the data's marker allows
+    allow_resharding: bool = False  # a rollback to 1.6 that forgets earlier Idempotency-Keys
 
 
 class Release(VersionInstances):

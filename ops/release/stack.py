@@ -20,6 +20,7 @@ from ops.clients.invocations import open_invocations
 from ops.release.granian import GRANIAN, asgi_spec, source_digest
 from ops.release.release import SMOKE_TICKET, Release, ReleaseOptions, version_lines
 from ops.release.versions import Instance
+from ops.server.cluster_features import rollback_check
 from ops.server.runtimes import ServerRuntime, ensure_process, stop_step
 from ops.server.server_runtime import runtime_for
 from ops.server.server_upgrade import markers, upgrade_step
@@ -166,8 +167,10 @@ class Stack:
         """The data's marker read before the server step may stop anything (own servers)."""
         if self.env.runtime not in ("binary", "docker", "cluster"):
             return []
-        allow = self.options.allow_downgrade
-        return [("upgrade", upgrade_step(self.env, allow_downgrade=allow))]
+        options = self.options
+        check = rollback_check(self.env, allow_resharding=options.allow_resharding)
+        step = upgrade_step(self.env, allow_downgrade=options.allow_downgrade, rollback_check=check)
+        return [("upgrade", step)]
 
     def deploy_steps(self) -> list[tuple[str, StepFn]]:
         signing = [("signing", self.signing_step)] if self.env.settings.service.signing else []

@@ -20,7 +20,14 @@ from ops.server.cluster_members import Member, load_members
 from ops.server.data_archive import backups_dir, stamp, write_archive
 from ops.server.object_store import STORE, ObjectStore, snapshot_config
 from ops.server.object_store import status_lines as snapshot_status
-from ops.server.runtimes import BinaryRuntime, npm_install, stop_step, unified, wait_until
+from ops.server.runtimes import (
+    BinaryRuntime,
+    npm_install,
+    npm_platform,
+    stop_step,
+    unified,
+    wait_until,
+)
 from ops.server.server_config import Membership, ServerNode, restate_config
 from ops.server.server_upgrade import Marker, markers, parse_version, show
 
@@ -113,6 +120,12 @@ def restatectl_version(server: str) -> str:
     return server if parse_version(server) >= parse_version(oldest) else oldest
 
 
+def restatectl_binary(npm_dir: Path) -> Path:
+    """Where an npm install of restatectl into `npm_dir` puts the binary."""
+    pkg = f"restatectl-{npm_platform()}"
+    return npm_dir / "node_modules" / "@restatedev" / pkg / "bin" / "restatectl"
+
+
 class ClusterRuntime:
     """N managed restate-server processes and the pinned restatectl to inspect them."""
 
@@ -125,9 +138,7 @@ class ClusterRuntime:
 
     @property
     def restatectl(self) -> Path:
-        arch = self.single.binary.parent.parent.name.rsplit("-", 1)[-1]
-        pkg = f"restatectl-linux-{arch}"
-        return self.env.npm_dir / "node_modules" / "@restatedev" / pkg / "bin" / "restatectl"
+        return restatectl_binary(self.env.npm_dir)
 
     def processes(self) -> list[str]:
         return [n.process for n in self.nodes] + [STORE]

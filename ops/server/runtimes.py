@@ -70,6 +70,12 @@ def partitions_note(before: str, after: str, data_dir: Path) -> str:
     )
 
 
+def npm_platform() -> str:
+    """The suffix of the npm packages that carry this machine's binaries (`linux-x64`)."""
+    arch = {"x86_64": "x64", "aarch64": "arm64", "arm64": "arm64"}.get(platform.machine(), "x64")
+    return f"{platform.system().lower()}-{arch}"
+
+
 def npm_install(prefix: Path, package: str, expect: Path) -> None:
     """`npm install` one pinned package into a project folder (never globally)."""
     npm = shutil.which("npm")
@@ -121,10 +127,7 @@ class BinaryRuntime:
 
     def binary_of(self, version: str) -> Path:
         """Where the npm package of `version` puts restate-server (installed or not)."""
-        arch = {"x86_64": "x64", "aarch64": "arm64", "arm64": "arm64"}.get(
-            platform.machine(), "x64"
-        )
-        pkg = f"restate-server-{platform.system().lower()}-{arch}"
+        pkg = f"restate-server-{npm_platform()}"
         npm = self.env.npm_dir.with_name(f"restate-server-{version}")
         return npm / "node_modules" / "@restatedev" / pkg / "bin" / "restate-server"
 

@@ -13,6 +13,7 @@ import json
 import re
 import subprocess
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -175,10 +176,17 @@ def plan_lines(env: Environment, found: list[Marker], verdicts: list[Verdict]) -
     return lines
 
 
-def upgrade_step(env: Environment, *, allow_downgrade: bool) -> StepFn:
+#: Asked before a rollback is planned, with the target and the markers: lines for the
+#: plan, and a refusal (or None). See `ops.server.cluster_features.rollback_check`.
+RollbackCheck = Callable[[StepContext, Version, list[Marker]], tuple[list[str], str | None]]
+
+
+def upgrade_step(
+    env: Environment, *, allow_downgrade: bool, rollback_check: RollbackCheck | None = None
+) -> StepFn:
     """A step before the server's: ok when the data was written by the target version
     (or there is none), changed with a plan when it allows the target, failed (and
-    nothing stopped) when it rules it out."""
+    nothing stopped) when it rules it out, or when `rollback_check` refuses a rollback."""
 
     def step(ctx: StepContext) -> Result:
         target = parse_version(env.settings.restate.version)
@@ -194,6 +202,13 @@ def upgrade_step(env: Environment, *, allow_downgrade: bool) -> StepFn:
         if all(v.kind == "same" for v in verdicts):
             return Result.ok(f"data written by {show(target)} on {len(found)} node(s)")
         lines = plan_lines(env, found, verdicts)
+        if rollback_check is not None and any(v.kind == "downgrade" for v in verdicts):
+            extra, refusal = rollback_check(ctx, target, found)
+            if refusal is not None:
+                raise UpgradeRefused(
+                    f"restate-server {show(target)} refused, nothing stopped: {refusal}"
+                )
+            lines[1 + len(found) : 1 + len(found)] = extra  # after the data's lines
         kinds = sorted({v.kind for v in verdicts if v.kind != "same"})
         verb = "would " if ctx.check else ""
         return Result.changed(f"{verb}{'/'.join(kinds)} to {show(target)}", lines)

@@ -13,10 +13,12 @@ import pytest
 
 from ops.base import environments
 from ops.base.environments import PROJECT_ROOT, Environment
+from ops.base.steps import StepContext
 from ops.operations.backup import read_manifest
 from ops.release.release import ReleaseOptions
 from ops.release.stack import Stack, deploy, down, status, status_lines
 from ops.server import runtimes
+from ops.server.cluster_features import IDEMPOTENT_SHARDING, read_features
 from ops.server.runtimes import SERVER, BinaryRuntime
 from ops.server.server_config import server_config
 from ops.server.server_upgrade import MARKER, markers, show
@@ -50,6 +52,24 @@ def test_a_target_the_data_rules_out_fails_with_the_server_still_up(
     out = io.StringIO()
     play = deploy(pinned(stack, "1.6.2", tmp_path), out=out)
     assert play.failed and "--allow-downgrade" in out.getvalue()
+    assert stack.procs.info(SERVER).pid == pid and serving(stack)
+
+    # Allowed, but this data was provisioned by 1.7.12 with controlled-idempotent-sharding,
+    # which 1.6 lacks: refused again (the running server was asked), unless resharding
+    # is allowed too, as the plan then says.
+    downgrade = ReleaseOptions(allow_downgrade=True)
+    out = io.StringIO()
+    play = deploy(pinned(stack, "1.6.2", tmp_path), out=out, options=downgrade)
+    text = " ".join(out.getvalue().split())
+    assert play.failed and f"provisioned with {IDEMPOTENT_SHARDING}" in text, text
+    assert "--allow-resharding" in text and "nothing stopped" in text
+    assert stack.procs.info(SERVER).pid == pid and serving(stack)
+    out = io.StringIO()
+    resharding = ReleaseOptions(allow_downgrade=True, allow_resharding=True)
+    env = pinned(stack, "1.6.2", tmp_path)
+    assert not deploy(env, out=out, check=True, diff=True, options=resharding).failed
+    text = out.getvalue()
+    assert f"cluster features (read from the running server): {IDEMPOTENT_SHARDING}" in text
     assert stack.procs.info(SERVER).pid == pid and serving(stack)
 
     # Data written by a newer server (its window starts at 1.7.0): refused even when a
@@ -168,6 +188,16 @@ def test_a_version_switch_archives_the_data_keeps_the_bookings_and_goes_back_on_
         assert booked(stack, "sw:1") == "SOLD"
         out = io.StringIO()
         assert not deploy(repinned(env, "1.7.12"), out=out).failed, out.getvalue()
+
+        # Provisioned by 1.6.2, the cluster has no features on 1.7.12 either: a rollback
+        # to 1.6.2 keeps the Idempotency-Keys, so it needs --allow-downgrade alone.
+        assert read_features(env, "1.7.12", StepContext()).names == ()
+        out = io.StringIO()
+        options = ReleaseOptions(allow_downgrade=True)
+        play = deploy(repinned(env, "1.6.2"), out=out, check=True, diff=True, options=options)
+        assert not play.failed, out.getvalue()
+        assert "cluster features (read from the running server): none" in out.getvalue()
+        repinned(env, "1.7.12")
     finally:
         shutil.rmtree(BinaryRuntime(env, Stack(env).procs).binary_of("1.7.99").parents[4], True)
         down(env, purge=True, out=io.StringIO())
