@@ -1,10 +1,13 @@
 """Cluster upgrade: roll every node of a local cluster to another restate-server version
-and back while buyers book through every node, and prove that no booking was lost and
-that no node was out of service beside another."""
+while buyers book through every node, and prove that no booking was lost and that no node
+was out of service beside another. cluster-upgrade rolls to the previous patch and back
+under load; cluster-minor-upgrade brings the cluster to the previous minor first, with no
+buyers, and rolls the supported upgrade (1.6 → 1.7) under load."""
 
 from __future__ import annotations
 
 import io
+import time
 
 from ops.base import environments
 from ops.base.environments import Environment
@@ -39,9 +42,9 @@ def cluster_upgrade_scenario(cx: ChaosContext) -> str:
 
 
 def cluster_minor_upgrade_scenario(cx: ChaosContext) -> str:
-    """cluster-minor-upgrade: roll the cluster to the previous minor and back under load."""
+    """cluster-minor-upgrade: the cluster on the previous minor, then rolled up under load."""
     _need_cluster(cx.env)
-    return cluster_upgrade(cx.env, previous=PREVIOUS_MINOR)
+    return cluster_upgrade(cx.env, previous=PREVIOUS_MINOR, down_under_load=False)
 
 
 def _need_cluster(env: Environment) -> None:
@@ -59,9 +62,14 @@ def pinned(env: Environment, version: str) -> Environment:
     return environments.load(str(file), root=env.root)
 
 
-def cluster_upgrade(env: Environment, *, workers: int = 4, previous: str = PREVIOUS) -> str:
-    """Install `previous`, then under load roll the cluster to it (a rollback the data
-    allows) and back to the pinned version, one node at a time each. Returns figures."""
+def cluster_upgrade(
+    env: Environment, *, workers: int = 4, previous: str = PREVIOUS, down_under_load: bool = True
+) -> str:
+    """Install `previous`, roll the cluster to it (a rollback the data allows) and back to
+    the pinned version, one node at a time each, with buyers booking through every node.
+    Without `down_under_load` the rollback is done first with no buyers (as between
+    minors, where it also lets go of the keys of a cluster provisioned by 1.7), and the
+    buyers book on `previous` before and through the roll up. Returns figures."""
     procs = ProcessManager(env.state_dir)
     runtime = ClusterRuntime(env, procs)
     if len(runtime.nodes) < 3 or not all(procs.info(n.process).alive for n in runtime.nodes):
@@ -71,38 +79,72 @@ def cluster_upgrade(env: Environment, *, workers: int = 4, previous: str = PREVI
     ClusterRuntime(older, procs).install(StepContext())  # npm time stays out of the figures
     plays: dict[str, str] = {}
 
-    def roll_down_and_up(load: ClusterLoad) -> None:
-        for label, target, options in (
-            ("down", older, ReleaseOptions(allow_downgrade=True)),
-            ("up", env, ReleaseOptions()),
-        ):
-            out = io.StringIO()
-            load.mark(f"{label}-start")
-            play = deploy(target, out=out, options=options)
-            load.mark(f"{label}-end")
-            plays[label] = out.getvalue()
-            if play.failed:
-                raise ClusterUpgradeFailed(f"the roll {label} failed:\n{out.getvalue()}")
+    def roll(label: str, target: Environment, options: ReleaseOptions) -> None:
+        out = io.StringIO()
+        play = deploy(target, out=out, options=options)
+        plays[label] = out.getvalue()
+        if play.failed:
+            raise ClusterUpgradeFailed(f"the roll {label} failed:\n{out.getvalue()}")
+
+    rollback = ReleaseOptions(allow_downgrade=True, allow_resharding=not down_under_load)
+    quiet_down = 0.0
+    if not down_under_load:
+        began = time.monotonic()
+        roll("down", older, rollback)
+        quiet_down = time.monotonic() - began
+
+    def rolls(load: ClusterLoad) -> None:
+        if down_under_load:
+            load.mark("down-start")
+            roll("down", older, rollback)
+            load.mark("down-end")
+        else:
+            _wait_for_answers(load, WARM_UP_BOOKINGS)
+        load.mark("up-start")
+        roll("up", env, ReleaseOptions())
+        load.mark("up-end")
 
     load = ClusterLoad(env, [n.ingress_url for n in runtime.nodes], f"rollup-{new_run_id()}:",
                        workers, duration=600.0)  # fmt: skip
-    load.run(roll_down_and_up)
+    load.run(rolls)
     counts, problems, report = load.outcome()
     written = sorted({show(m.current) for m in markers(env.state_dir)})
     if written != [pinned_version]:
         problems.append(f"the nodes' data markers say {written}, not {pinned_version}")
-    rolled = [_rolled_line(plays[label]) for label in ("down", "up")]
+    rolled = {label: _rolled_line(plays[label]) for label in ("down", "up")}
     events = load.events
+    up = f"{events['up-end'] - events['up-start']:.1f}s ({rolled['up']})"
+    if down_under_load:
+        down = f"{events['down-end'] - events['down-start']:.1f}s ({rolled['down']})"
+        story = f"{pinned_version} → {previous} in {down}, back in {up}"
+        rolling = load.between("down-start", "up-end")
+    else:
+        before = len(load.before("up-start"))
+        story = (
+            f"{pinned_version} → {previous} with no buyers in {quiet_down:.1f}s, then"
+            f" {before} booked on {previous} and {previous} → {pinned_version} under load"
+            f" in {up}"
+        )
+        rolling = load.between("up-start", "up-end")
     figures = (
-        f"{counts}; {pinned_version} → {previous} in"
-        f" {events['down-end'] - events['down-start']:.1f}s ({rolled[0]}), back in"
-        f" {events['up-end'] - events['up-start']:.1f}s ({rolled[1]}); p99"
-        f" {p99(load.between('down-start', 'up-end')):.0f} ms while rolling; buyers' retries"
-        f" per node: {', '.join(str(v) for v in load.errors_at.values())}; {report.lines()[0]}"
+        f"{counts}; {story}; p99 {p99(rolling):.0f} ms while rolling; buyers' retries per"
+        f" node: {', '.join(str(v) for v in load.errors_at.values())}; {report.lines()[0]}"
     )
     if problems:
         raise ClusterUpgradeFailed(figures + "\n" + "\n".join(problems[:20]))
     return figures
+
+
+#: How many bookings the buyers make on the previous minor before the roll up starts.
+WARM_UP_BOOKINGS = 8
+
+
+def _wait_for_answers(load: ClusterLoad, count: int, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while len(load.answers) < count:
+        if time.monotonic() > deadline:
+            raise ClusterUpgradeFailed(f"fewer than {count} bookings answered in {timeout:.0f}s")
+        time.sleep(0.1)
 
 
 def _rolled_line(output: str) -> str:
