@@ -4,6 +4,7 @@ Cloud runs, scaled down to loopback."""
 
 from __future__ import annotations
 
+import functools
 import json
 import subprocess
 import time
@@ -20,6 +21,7 @@ from ops.server.cluster_members import Member, load_members
 from ops.server.data_archive import backups_dir, stamp, write_archive
 from ops.server.object_store import STORE, ObjectStore, snapshot_config
 from ops.server.object_store import status_lines as snapshot_status
+from ops.server.partition_stalls import find_stalls, pin_leader, read_replicas, unpin_leader
 from ops.server.runtimes import (
     BinaryRuntime,
     npm_install,
@@ -34,6 +36,8 @@ from ops.server.server_upgrade import Marker, markers, parse_version, show
 RESTATECTL = "@restatedev/restatectl"
 #: npm serves restatectl from 1.7.10 on (not 1.6.x): older servers get this one.
 OLDEST_RESTATECTL = "1.7.10"
+#: How often a wait for leaders looks for a leader-to-be that stalled.
+STALL_LOOK_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -135,6 +139,7 @@ class ClusterRuntime:
         self.single = BinaryRuntime(env, procs)
         self.nodes = nodes(env)
         self.store = ObjectStore(env, procs)
+        self.healed: list[str] = []  # stalled partitions worked around (partition_stalls)
 
     @property
     def restatectl(self) -> Path:
@@ -233,6 +238,7 @@ class ClusterRuntime:
                 f"{node.name}'s ingress did not become ready within 60s",
             )
         message = f"{len(self.nodes)} nodes, {leaders} partitions led"
+        message += f"; worked around: {'; '.join(self.healed)}" if self.healed else ""
         if started:
             return Result.changed(f"started {', '.join(started)}: {message}", diff)
         return Result.ok(message)
@@ -283,10 +289,11 @@ class ClusterRuntime:
             if archives
             else ""
         )
+        healed = f"; worked around: {'; '.join(self.healed)}" if self.healed else ""
         return Result.changed(
             f"rolled {len(pending)} node(s) one at a time, every partition led before each"
             f" ({', '.join(downtimes)} out of service): {len(self.nodes)} nodes,"
-            f" {leaders} partitions led{where}",
+            f" {leaders} partitions led{where}{healed}",
             diff,
         )
 
@@ -388,18 +395,68 @@ class ClusterRuntime:
         return checked
 
     def wait_for_leaders(self, timeout: float) -> int:
+        """Until every partition has a leader; a leader-to-be whose log reader stalled
+        is worked around on the way (`heal_stalls`)."""
         want = self.env.settings.restate.partitions
-        deadline = time.monotonic() + timeout
+        began = time.monotonic()
+        deadline = began + timeout
         leaders: dict[int, str] = {}
+        next_look = began + STALL_LOOK_S
         while time.monotonic() < deadline:
             self.check_alive()
             leaders = self.partition_leaders()
             if len(leaders) >= want:
                 return len(leaders)
+            if time.monotonic() >= next_look:
+                self.heal_stalls()
+                next_look = time.monotonic() + STALL_LOOK_S
             time.sleep(0.5)
         raise NexusError(
             f"only {len(leaders)} of {want} partitions have a leader after {timeout:g}s"
         )
+
+    def heal_stalls(self) -> list[str]:
+        """Give each partition whose leader-to-be stalled (`find_stalls`) to the replica
+        furthest along, restart the stalled node on what it runs (a fresh log reader),
+        then release the pin. Returns (and keeps in `healed`) what was done."""
+        if not self.restatectl.is_file():
+            return []
+        addresses = [n.address for n in self.nodes]
+        done: list[str] = []
+        for stall in find_stalls(read_replicas(self.restatectl, addresses)):
+            partition = stall.stalled.partition
+            node = next((n for n in self.nodes if f"N{n.id}" == stall.stalled.node), None)
+            if node is None:
+                continue
+            pin_leader(self.restatectl, addresses, partition, stall.healthy.node)
+            try:
+                wait_until(
+                    functools.partial(self.is_led, partition),
+                    30.0,
+                    f"partition {partition} had no leader 30s after it was pinned to"
+                    f" {stall.healthy.node}",
+                )
+                self.procs.stop(node.process)
+                self._start_node(node, self.running_spec(node))
+            finally:
+                unpin_leader(self.restatectl, addresses, partition)
+            done.append(f"{stall.line()}, {node.name} restarted, pin released")
+        self.healed += done
+        return done
+
+    def is_led(self, partition: int) -> bool:
+        return partition in self.partition_leaders()
+
+    def running_spec(self, node: Node) -> ProcessSpec:
+        """How `node` runs now: the binary of the version its data was last written by,
+        with its config file as it is (mid-roll, a node not rolled yet keeps its old)."""
+        spec = self.spec(node)
+        marker = next((m for m in markers(self.env.state_dir) if m.node == node.name), None)
+        path = self.config_file(node)
+        if marker is None or not path.is_file():
+            return spec
+        binary = self.single.binary_of(show(marker.current))
+        return replace(spec, argv=[str(binary), *spec.argv[1:]], inputs=path.read_text())
 
     def status_lines(self) -> list[str]:
         """Nodes with health and PIDs, and who leads each partition."""

@@ -1,6 +1,7 @@
 """A 3-node Restate cluster on free loopback ports: deploy (idempotent), the contract
-through the first node, bookings through every node, the loss of a node under load, and
-the replacement of a node whose disk is lost (snapshots in a loopback S3 store)."""
+through the first node, bookings through every node, the loss of a node under load, the
+replacement of a node whose disk is lost (snapshots in a loopback S3 store), and the
+upgrade from 1.6 rolled under load."""
 
 from __future__ import annotations
 
@@ -15,12 +16,14 @@ import pytest
 from ops.base import environments
 from ops.base.environments import PROJECT_ROOT, Environment
 from ops.base.processes import free_port, group_alive
+from ops.base.steps import StepContext
 from ops.chaos import run_chaos
-from ops.chaos.cluster_upgrade import PREVIOUS, pinned
+from ops.chaos.cluster_upgrade import PREVIOUS_MINOR, WARM_UP_BOOKINGS, pinned
 from ops.chaos.node_loss import node_loss
 from ops.operations.node_replace import ReplaceRefused, replace_node, snapshot
 from ops.release.stack import Stack, deploy, down, status_lines
 from ops.server.cluster import ClusterRuntime, nodes
+from ops.server.cluster_features import read_features
 from ops.server.data_archive import backups_dir, read_manifest
 from ops.server.runtimes import wait_until
 from ops.server.snapshots import restatectl
@@ -164,24 +167,28 @@ def test_replacing_a_node_under_load_loses_no_booking(cluster_env: Environment) 
     assert "changed=0 failed=0" in out.getvalue().splitlines()[-1], out.getvalue()
 
 
-def test_a_version_change_rolls_the_cluster_one_node_at_a_time_under_load(
+def test_the_minor_upgrade_rolls_the_cluster_one_node_at_a_time_under_load(
     cluster_env: Environment,
 ) -> None:
+    pinned_version = cluster_env.settings.restate.version
     out = io.StringIO()
-    outcomes = run_chaos(cluster_env, "cluster-upgrade", out=out)
+    outcomes = run_chaos(cluster_env, "cluster-minor-upgrade", out=out)
     assert outcomes[0].status == "passed", out.getvalue()
     detail = outcomes[0].detail
     assert "0 unresolved, 0 lost" in detail and "audit ok" in detail, detail
-    # Three nodes rolled each way, each with its own time out of service.
-    assert len(re.findall(r"\bn\d+(?:r\d+)? \d+\.\ds", detail)) == 6, detail
+    booked = re.search(rf"(\d+) booked on {PREVIOUS_MINOR} and", detail)
+    assert booked and int(booked[1]) >= WARM_UP_BOOKINGS, detail
+    # Rolled up under load, three nodes each with its own time out of service.
+    assert len(re.findall(r"\bn\d+(?:r\d+)? \d+\.\ds", detail)) == 3, detail
     # Each node's data was archived before it restarted on the other version.
-    pinned_version = cluster_env.settings.restate.version
-    for target, written in ((PREVIOUS, pinned_version), (pinned_version, PREVIOUS)):
+    for target, written in ((PREVIOUS_MINOR, pinned_version), (pinned_version, PREVIOUS_MINOR)):
         found = backups_dir(cluster_env).glob(f"{cluster_env.name}-*-before-{target}-*.tar.gz")
         manifests = [read_manifest(path) for path in found]
         assert sorted(m["node"] for m in manifests) == [n.name for n in nodes(cluster_env)]
         assert all(m["server_version"] == written and m["files"] for m in manifests)
         assert all(name.startswith(f"{m['node']}/") for m in manifests for name in m["files"])
+    # 1.6.2 dropped the feature that would place idempotent calls apart from 1.6's way.
+    assert read_features(cluster_env, pinned_version, StepContext()).names == ()
 
 
 FAILING_NODE = """#!/bin/sh
