@@ -22,6 +22,7 @@ from ops.chaos import run_chaos
 from ops.operations.backup import backup, read_manifest, restore
 from ops.release.service_containers import ServiceContainers
 from ops.release.stack import Stack, deploy, down, status_lines
+from ops.server.cluster_features import read_features
 from ops.server.docker_runtime import DockerRuntime
 from ops.server.engine import IMAGE, build_image, image_present, restate_binary, server_version
 from ops.testing import scenarios
@@ -238,6 +239,8 @@ def test_a_version_switch_in_containers_keeps_the_bookings_and_goes_back_on_fail
         (archive,) = (env.state_dir.parent / f"{env.state_dir.name}-backups").glob("*.tar.gz")
         assert read_manifest(archive)["server_version"] == "1.6.2"
         assert sorted(d["id"] for d in Stack(new).admin.deployments()) == deployments
+        # Provisioned by 1.6.2, so no cluster features (asked through the published port).
+        assert read_features(new, "1.7.12", StepContext()).names == ()
 
         # An image that starts a server of another cluster name: it refuses the data.
         made = docker("create", IMAGE)
