@@ -124,6 +124,11 @@ def restatectl_version(server: str) -> str:
     return server if parse_version(server) >= parse_version(oldest) else oldest
 
 
+def on_binary(spec: ProcessSpec, binary: Path, config: str) -> ProcessSpec:
+    """A node's spec run by another restate-server binary with another config."""
+    return replace(spec, argv=[str(binary), *spec.argv[1:]], inputs=config)
+
+
 def restatectl_binary(npm_dir: Path) -> Path:
     """Where an npm install of restatectl into `npm_dir` puts the binary."""
     pkg = f"restatectl-{npm_platform()}"
@@ -331,7 +336,7 @@ class ClusterRuntime:
             return f"not gone back: no installed restate-server {old} or old config for it"
         self.config_file(node).write_text(config)
         try:
-            self._start_node(node, replace(spec, argv=[str(binary), *spec.argv[1:]], inputs=config))
+            self._start_node(node, on_binary(spec, binary, config))
             self.wait_for_leaders(120.0)
             wait_until(self.sql_answers, 60.0, "the cluster's SQL did not answer within 60s")
         except NexusError as exc:
@@ -456,7 +461,7 @@ class ClusterRuntime:
         if marker is None or not path.is_file():
             return spec
         binary = self.single.binary_of(show(marker.current))
-        return replace(spec, argv=[str(binary), *spec.argv[1:]], inputs=path.read_text())
+        return on_binary(spec, binary, path.read_text())
 
     def status_lines(self) -> list[str]:
         """Nodes with health and PIDs, and who leads each partition."""
