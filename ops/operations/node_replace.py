@@ -33,9 +33,9 @@ from ops.clients.admin import IngressClient
 from ops.server.cluster import ClusterRuntime, Node, node_config
 from ops.server.cluster_members import load_members, save_members
 from ops.server.object_store import STORE
+from ops.server.restatectl import RestatectlError
 from ops.server.runtimes import wait_until
 from ops.server.snapshots import (
-    RestatectlError,
     create_snapshots,
     missing_partitions,
     restatectl,

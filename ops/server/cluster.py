@@ -5,15 +5,13 @@ Cloud runs, scaled down to loopback."""
 from __future__ import annotations
 
 import functools
-import json
-import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 from ops.base.environments import Environment
-from ops.base.errors import NexusError, ProcessError, RuntimeUnavailable
+from ops.base.errors import NexusError, ProcessError
 from ops.base.processes import ProcessManager, ProcessSpec, http_ready
 from ops.base.steps import Result, StepContext, StepFn
 from ops.clients.admin import AdminClient
@@ -22,6 +20,7 @@ from ops.server.data_archive import backups_dir, stamp, write_archive
 from ops.server.object_store import STORE, ObjectStore, snapshot_config
 from ops.server.object_store import status_lines as snapshot_status
 from ops.server.partition_stalls import find_stalls, pin_leader, read_replicas, unpin_leader
+from ops.server.restatectl import RestatectlError, sql_rows
 from ops.server.runtimes import (
     BinaryRuntime,
     npm_install,
@@ -243,7 +242,7 @@ class ClusterRuntime:
                 f"{node.name}'s ingress did not become ready within 60s",
             )
         message = f"{len(self.nodes)} nodes, {leaders} partitions led"
-        message += f"; worked around: {'; '.join(self.healed)}" if self.healed else ""
+        message += self._healed_note()
         if started:
             return Result.changed(f"started {', '.join(started)}: {message}", diff)
         return Result.ok(message)
@@ -294,11 +293,10 @@ class ClusterRuntime:
             if archives
             else ""
         )
-        healed = f"; worked around: {'; '.join(self.healed)}" if self.healed else ""
         return Result.changed(
             f"rolled {len(pending)} node(s) one at a time, every partition led before each"
             f" ({', '.join(downtimes)} out of service): {len(self.nodes)} nodes,"
-            f" {leaders} partitions led{where}{healed}",
+            f" {leaders} partitions led{where}{self._healed_note()}",
             diff,
         )
 
@@ -360,22 +358,9 @@ class ClusterRuntime:
             "SELECT partition_id, plain_node_id FROM partition_state"
             " WHERE lower(effective_mode) = 'leader' ORDER BY partition_id"
         )
-        addresses = [arg for n in self.nodes for arg in ("-s", n.address)]
         try:
-            proc = subprocess.run(
-                [str(self.restatectl), *addresses, "sql", "--json", sql],
-                capture_output=True,
-                text=True,
-                timeout=20,
-                check=False,
-            )
-        except (OSError, subprocess.TimeoutExpired) as exc:
-            raise RuntimeUnavailable(f"restatectl did not answer: {exc}") from None
-        if proc.returncode != 0:
-            return {}
-        try:
-            rows = json.loads(proc.stdout or "[]")
-        except ValueError:
+            rows = sql_rows(self.restatectl, [n.address for n in self.nodes], sql, timeout=20)
+        except RestatectlError:
             return {}
         return {int(r["partition_id"]): str(r["plain_node_id"]) for r in rows}
 
@@ -448,6 +433,9 @@ class ClusterRuntime:
             done.append(f"{stall.line()}, {node.name} restarted, pin released")
         self.healed += done
         return done
+
+    def _healed_note(self) -> str:
+        return f"; worked around: {'; '.join(self.healed)}" if self.healed else ""
 
     def is_led(self, partition: int) -> bool:
         return partition in self.partition_leaders()

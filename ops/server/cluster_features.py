@@ -12,13 +12,13 @@ asks the running server before it plans that rollback, and refuses it unless tol
 from __future__ import annotations
 
 import json
-import subprocess
 from dataclasses import dataclass
 
 from ops.base.environments import Environment
-from ops.base.errors import RuntimeUnavailable
+from ops.base.errors import NexusError, RuntimeUnavailable
 from ops.base.steps import StepContext
 from ops.server.cluster import RESTATECTL, nodes, restatectl_binary, restatectl_version
+from ops.server.restatectl import run_restatectl
 from ops.server.runtimes import npm_install
 from ops.server.server_upgrade import Marker, RollbackCheck, Version, show
 
@@ -70,15 +70,11 @@ def read_features(env: Environment, running: str, ctx: StepContext) -> Features:
             npm_install(npm_dir, f"{RESTATECTL}@{version}", ctl)
         except RuntimeUnavailable as exc:
             return Features(None, str(exc).splitlines()[0])
-    argv = [str(ctl), "-s", ",".join(node_addresses(env)), "metadata", "get", "-k", "nodes_config"]
     try:
-        proc = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=False)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        return Features(None, f"restatectl did not answer: {exc}")
-    if proc.returncode != 0:
-        last = (proc.stderr.strip() or proc.stdout.strip()).splitlines()[-1:]
-        return Features(None, f"restatectl exited {proc.returncode}: {' '.join(last)[:300]}")
-    return parse_nodes_config(proc.stdout)
+        out = run_restatectl(ctl, node_addresses(env), "metadata", "get", "-k", "nodes_config")
+    except NexusError as exc:
+        return Features(None, str(exc)[:300])
+    return parse_nodes_config(out)
 
 
 def parse_nodes_config(text: str) -> Features:

@@ -13,14 +13,13 @@ reader) between the two."""
 
 from __future__ import annotations
 
-import json
-import subprocess
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from ops.base.errors import NexusError, RuntimeUnavailable
+from ops.base.errors import NexusError
+from ops.server.restatectl import run_restatectl, sql_rows
 
 #: How long a candidate may sit on records it does not apply before it counts as stalled.
 STALL_S = 15.0
@@ -101,33 +100,20 @@ def find_stalls(replicas: list[Replica], *, stall_s: float = STALL_S) -> list[St
     return stalls
 
 
-def _restatectl(ctl: Path, addresses: list[str], *args: str) -> str:
-    argv = [str(ctl), "-s", ",".join(addresses), "-y", *args]
-    try:
-        proc = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=False)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        raise RuntimeUnavailable(f"restatectl {' '.join(args)} did not answer: {exc}") from None
-    if proc.returncode != 0:
-        raise NexusError(f"restatectl {' '.join(args)}: {proc.stderr.strip()[-300:]}")
-    return proc.stdout
-
-
 def read_replicas(ctl: Path, addresses: list[str]) -> list[Replica]:
     """Every partition processor of the cluster (empty when restatectl cannot say)."""
     try:
-        out = _restatectl(ctl, addresses, "sql", "--json", REPLICAS_SQL)
-        rows = json.loads(out[out.find("[") :]) if "[" in out else []
-        return [Replica.from_row(r) for r in rows if isinstance(r, dict)]
+        return [Replica.from_row(r) for r in sql_rows(ctl, addresses, REPLICAS_SQL)]
     except (NexusError, KeyError, ValueError, TypeError):
         return []
 
 
 def pin_leader(ctl: Path, addresses: list[str], partition: int, node: str) -> None:
     """`restatectl partitions leadership pin --node N PARTITION`."""
-    _restatectl(ctl, addresses, "partitions", "leadership", "pin", "--node",
-                node.lstrip("N"), str(partition))  # fmt: skip
+    run_restatectl(ctl, addresses, "partitions", "leadership", "pin", "--node",
+                   node.lstrip("N"), str(partition))  # fmt: skip
 
 
 def unpin_leader(ctl: Path, addresses: list[str], partition: int) -> None:
     """`restatectl partitions leadership unpin PARTITION`."""
-    _restatectl(ctl, addresses, "partitions", "leadership", "unpin", str(partition))
+    run_restatectl(ctl, addresses, "partitions", "leadership", "unpin", str(partition))

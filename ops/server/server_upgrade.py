@@ -13,7 +13,7 @@ import json
 import re
 import subprocess
 import tomllib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -140,8 +140,11 @@ def judge(target: Version, marker: Marker, *, allow_downgrade: bool) -> Verdict:
     return Verdict("upgrade", f"node {node}: {show(marker.current)} → {show(target)}")
 
 
-def plan_lines(env: Environment, found: list[Marker], verdicts: list[Verdict]) -> list[str]:
-    """The plan `deploy --check --diff` shows: from, to, the data's versions, the order."""
+def plan_lines(
+    env: Environment, found: list[Marker], verdicts: list[Verdict], facts: Sequence[str] = ()
+) -> list[str]:
+    """The plan `deploy --check --diff` shows: from, to, the data's versions (and `facts`
+    about them, such as the cluster's features), the order."""
     target = env.settings.restate.version
     lines = [f"restate-server upgrade plan: → {target} ({env.runtime} runtime)"]
     for marker, verdict in zip(found, verdicts, strict=True):
@@ -149,6 +152,7 @@ def plan_lines(env: Environment, found: list[Marker], verdicts: list[Verdict]) -
             f"  data of {marker.node}: current {show(marker.current)}, newest"
             f" {show(marker.max)}, opens with >= {show(marker.min_forward)}: {verdict.kind}"
         )
+    lines += facts
     if env.runtime == "cluster":
         order = ", ".join(m.node for m in found)
         lines.append(f"  restarts one node at a time, in order: {order}")
@@ -201,14 +205,14 @@ def upgrade_step(
             )
         if all(v.kind == "same" for v in verdicts):
             return Result.ok(f"data written by {show(target)} on {len(found)} node(s)")
-        lines = plan_lines(env, found, verdicts)
+        facts: list[str] = []
         if rollback_check is not None and any(v.kind == "downgrade" for v in verdicts):
-            extra, refusal = rollback_check(ctx, target, found)
+            facts, refusal = rollback_check(ctx, target, found)
             if refusal is not None:
                 raise UpgradeRefused(
                     f"restate-server {show(target)} refused, nothing stopped: {refusal}"
                 )
-            lines[1 + len(found) : 1 + len(found)] = extra  # after the data's lines
+        lines = plan_lines(env, found, verdicts, facts)
         kinds = sorted({v.kind for v in verdicts if v.kind != "same"})
         verb = "would " if ctx.check else ""
         return Result.changed(f"{verb}{'/'.join(kinds)} to {show(target)}", lines)

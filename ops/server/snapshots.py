@@ -7,9 +7,7 @@ create-snapshot` does, optionally trimming each log up to it."""
 
 from __future__ import annotations
 
-import json
 import re
-import subprocess
 import time
 from typing import Any
 
@@ -17,41 +15,27 @@ from ops.base.errors import NexusError, RuntimeUnavailable
 from ops.base.steps import Result, StepContext, StepFn
 from ops.server.cluster import ClusterRuntime
 from ops.server.object_store import STORE
+from ops.server.restatectl import RestatectlError, run_restatectl, sql_rows
 
-_ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _CREATED = re.compile(r"Snapshot created for partition (\d+): (\S+) \(log \d+ @ LSN >= (\d+)\)")
 
 
-class RestatectlError(NexusError):
-    """restatectl answered with an error; its message is kept (without colours)."""
+def _addresses(runtime: ClusterRuntime) -> list[str]:
+    """Every node's address, once the pinned restatectl is known to be installed."""
+    if not runtime.restatectl.is_file():
+        raise RuntimeUnavailable(f"restatectl is not installed: run `invoke deploy --env"
+                                 f" {runtime.env.name}` first")  # fmt: skip
+    return [n.address for n in runtime.nodes]
 
 
 def restatectl(runtime: ClusterRuntime, *args: str, timeout: float = 30.0) -> str:
     """Run the pinned restatectl against every node's address; stdout, or an error."""
-    if not runtime.restatectl.is_file():
-        raise RuntimeUnavailable(f"restatectl is not installed: run `invoke deploy --env"
-                                 f" {runtime.env.name}` first")  # fmt: skip
-    addresses = ",".join(n.address for n in runtime.nodes)
-    argv = [str(runtime.restatectl), "-s", addresses, "-y", *args]
-    try:
-        proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        raise RuntimeUnavailable(f"restatectl {' '.join(args)} did not answer: {exc}") from None
-    if proc.returncode != 0:
-        message = _ANSI.sub("", proc.stderr or proc.stdout).strip()
-        raise RestatectlError(f"restatectl {' '.join(args)}: {message}")
-    return _ANSI.sub("", proc.stdout)
+    return run_restatectl(runtime.restatectl, _addresses(runtime), *args, timeout=timeout)
 
 
 def sql(runtime: ClusterRuntime, query: str) -> list[dict[str, Any]]:
     """Rows of one query over the cluster's tables (`restatectl sql --json`)."""
-    out = restatectl(runtime, "sql", "--json", query)
-    start = out.find("[")
-    try:
-        rows = json.loads(out[start : out.rfind("]") + 1]) if start >= 0 else []
-    except ValueError:
-        return []
-    return [r for r in rows if isinstance(r, dict)]
+    return sql_rows(runtime.restatectl, _addresses(runtime), query)
 
 
 SNAPSHOT_ATTEMPTS = 5  # a partition whose leader is still settling is skipped by restatectl
